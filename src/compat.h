@@ -1,0 +1,61 @@
+/*
+ * compat.h
+ *		Differences between PostgreSQL major versions (13-17), kept in one place
+ *		so the rest of the code reads as if there were only one version.
+ */
+#ifndef COSMOS_SINK_COMPAT_H
+#define COSMOS_SINK_COMPAT_H
+
+#include "postgres.h"
+
+#include "catalog/pg_class.h"
+#include "replication/reorderbuffer.h"
+#include "utils/acl.h"
+
+/* Commit timestamp of a decoded transaction */
+#if PG_VERSION_NUM >= 150000
+#define CompatTxnCommitTime(txn) ((txn)->xact_time.commit_time)
+#else
+#define CompatTxnCommitTime(txn) ((txn)->commit_time)
+#endif
+
+/* Tuples of a decoded change: ReorderBufferTupleBuf before 17, HeapTuple after */
+#if PG_VERSION_NUM >= 170000
+#define CompatChangeNewTuple(change) ((change)->data.tp.newtuple)
+#define CompatChangeOldTuple(change) ((change)->data.tp.oldtuple)
+#else
+#define CompatChangeNewTuple(change) \
+	((change)->data.tp.newtuple ? &(change)->data.tp.newtuple->tuple : NULL)
+#define CompatChangeOldTuple(change) \
+	((change)->data.tp.oldtuple ? &(change)->data.tp.oldtuple->tuple : NULL)
+#endif
+
+/* Ownership check of a relation */
+#if PG_VERSION_NUM >= 160000
+#define CompatRelationOwnerCheck(relid, roleid) \
+	object_ownercheck(RelationRelationId, (relid), (roleid))
+#else
+#define CompatRelationOwnerCheck(relid, roleid) pg_class_ownercheck((relid), (roleid))
+#endif
+
+/* Reserve the GUC prefix so typos in cosmos_sink.* settings are reported */
+#if PG_VERSION_NUM < 150000
+#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
+#endif
+
+/* Flush position of WAL */
+#if PG_VERSION_NUM >= 150000
+#define CompatGetFlushRecPtr() GetFlushRecPtr(NULL)
+#else
+#define CompatGetFlushRecPtr() GetFlushRecPtr()
+#endif
+
+/* Progress report from an output plugin's commit callback */
+#if PG_VERSION_NUM >= 150000
+#define CompatOutputPluginUpdateProgress(ctx, skipped) \
+	OutputPluginUpdateProgress((ctx), (skipped))
+#else
+#define CompatOutputPluginUpdateProgress(ctx, skipped) OutputPluginUpdateProgress(ctx)
+#endif
+
+#endif							/* COSMOS_SINK_COMPAT_H */

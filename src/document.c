@@ -1,0 +1,377 @@
+/*
+ * document.c
+ *		Row to JSON. A document is to_jsonb(row) with "id" (the id column as
+ *		text) added: same keys, same value for every type. Type facts are cached
+ *		per process and refreshed on pg_type invalidations, so the hot path does
+ *		no catalog lookups.
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_cast.h"
+#include "catalog/pg_type.h"
+#include "parser/parse_coerce.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/syscache.h"
+#include "utils/typcache.h"
+
+#include "document.h"
+
+static HTAB *TypeInfoHash = NULL;
+static MemoryContext TypeInfoContext = NULL;
+
+/* Mark every cached type stale; entries stay allocated so pointers remain valid */
+static void
+InvalidateTypeInfo(Datum arg, int cacheid, uint32 hashvalue)
+{
+	HASH_SEQ_STATUS status;
+	JsonTypeInfo *entry;
+
+	if (TypeInfoHash == NULL)
+		return;
+	hash_seq_init(&status, TypeInfoHash);
+	while ((entry = hash_seq_search(&status)) != NULL)
+		entry->valid = false;
+}
+
+/* Create the per-process type cache on first use */
+static void
+TypeInfoHashInit(void)
+{
+	HASHCTL		ctl;
+
+	TypeInfoContext = AllocSetContextCreate(TopMemoryContext,
+											"cosmos_sink type cache",
+											ALLOCSET_SMALL_SIZES);
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(JsonTypeInfo);
+	ctl.hcxt = TypeInfoContext;
+	TypeInfoHash = hash_create("cosmos_sink type cache", 64, &ctl,
+							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	CacheRegisterSyscacheCallback(TYPEOID, InvalidateTypeInfo, (Datum) 0);
+}
+
+/* Decide the category of a type exactly as to_jsonb() does */
+static void
+CategorizeType(JsonTypeInfo *info)
+{
+	Oid			typid = getBaseType(info->typid);
+	Oid			outfunc;
+	bool		isvarlena;
+
+	info->basetypid = typid;
+	getTypeOutputInfo(info->typid, &outfunc, &isvarlena);
+	fmgr_info_cxt(outfunc, &info->outfunc, TypeInfoContext);
+	info->elemtype = InvalidOid;
+
+	switch (typid)
+	{
+		case BOOLOID:
+			info->category = JSONCAT_BOOL;
+			return;
+		case INT2OID:
+		case INT4OID:
+		case INT8OID:
+		case FLOAT4OID:
+		case FLOAT8OID:
+		case NUMERICOID:
+			info->category = JSONCAT_NUMERIC;
+			return;
+		case DATEOID:
+			info->category = JSONCAT_DATE;
+			return;
+		case TIMESTAMPOID:
+			info->category = JSONCAT_TIMESTAMP;
+			return;
+		case TIMESTAMPTZOID:
+			info->category = JSONCAT_TIMESTAMPTZ;
+			return;
+		case JSONOID:
+			info->category = JSONCAT_JSON;
+			return;
+		case JSONBOID:
+			info->category = JSONCAT_JSONB;
+			return;
+		default:
+			break;
+	}
+
+	info->elemtype = get_element_type(typid);
+	if (OidIsValid(info->elemtype))
+	{
+		info->category = JSONCAT_ARRAY;
+		get_typlenbyvalalign(info->elemtype, &info->elmlen, &info->elmbyval,
+							 &info->elmalign);
+		return;
+	}
+	if (type_is_rowtype(typid))
+	{
+		info->category = JSONCAT_COMPOSITE;
+		return;
+	}
+	info->category = JSONCAT_OTHER;
+	/* user-defined types with a cast to json use it, as to_jsonb does */
+	if (typid >= FirstNormalObjectId)
+	{
+		Oid			castfunc;
+
+		if (find_coercion_pathway(JSONOID, typid, COERCION_EXPLICIT,
+								  &castfunc) == COERCION_PATH_FUNC &&
+			OidIsValid(castfunc))
+		{
+			info->category = JSONCAT_JSONCAST;
+			fmgr_info_cxt(castfunc, &info->castfunc, TypeInfoContext);
+		}
+	}
+}
+
+/* Return the cached JSON facts of a type, refreshing stale entries */
+JsonTypeInfo *
+DocumentTypeInfo(Oid typid)
+{
+	JsonTypeInfo *info;
+	bool		found;
+
+	if (TypeInfoHash == NULL)
+		TypeInfoHashInit();
+	info = hash_search(TypeInfoHash, &typid, HASH_ENTER, &found);
+	if (!found || !info->valid)
+	{
+		info->valid = false;
+		CategorizeType(info);
+		info->valid = true;
+	}
+	return info;
+}
+
+/* Whether a column's values can be stored out of line (and so be "unchanged TOAST") */
+static bool
+ColumnIsToastable(Form_pg_attribute att)
+{
+	return att->attlen == -1 && att->attstorage != TYPSTORAGE_PLAIN;
+}
+
+/* Pre-render the JSON keys and look up the types of a relation's columns */
+DocumentShape *
+DocumentShapeBuild(TupleDesc desc)
+{
+	DocumentShape *shape = palloc(sizeof(DocumentShape));
+	int			i;
+
+	shape->natts = desc->natts;
+	shape->columns = palloc0(sizeof(DocumentColumn) * desc->natts);
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		DocumentColumn *col = &shape->columns[i];
+		StringInfoData key;
+
+		if (att->attisdropped || strcmp(NameStr(att->attname), "id") == 0)
+		{
+			col->skip = true;
+			if (att->attisdropped)
+				continue;
+		}
+		col->toastable = ColumnIsToastable(att);
+		initStringInfo(&key);
+		escape_json(&key, NameStr(att->attname));
+		appendStringInfoChar(&key, ':');
+		col->key = key.data;
+		col->type = DocumentTypeInfo(att->atttypid);
+	}
+	return shape;
+}
+
+/* A numeric's text is a JSON number unless it is NaN or +-Infinity (as to_jsonb) */
+static void
+AppendNumeric(StringInfo out, const char *text)
+{
+	if (strchr(text, 'N') != NULL || strchr(text, 'n') != NULL)
+		escape_json(out, text);
+	else
+		appendStringInfoString(out, text);
+}
+
+static void AppendArray(StringInfo out, Datum value, JsonTypeInfo *type);
+static void AppendComposite(StringInfo out, Datum value);
+
+/* Append one value as JSON, the way to_jsonb renders it */
+void
+DocumentAppendValue(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type)
+{
+	char		buf[MAXDATELEN + 1];
+	char	   *json;
+
+	if (isnull)
+	{
+		appendStringInfoString(out, "null");
+		return;
+	}
+	switch (type->category)
+	{
+		case JSONCAT_BOOL:
+			appendStringInfoString(out, DatumGetBool(value) ? "true" : "false");
+			break;
+		case JSONCAT_NUMERIC:
+			AppendNumeric(out, OutputFunctionCall(&type->outfunc, value));
+			break;
+		case JSONCAT_DATE:
+			JsonEncodeDateTime(buf, value, DATEOID, NULL);
+			escape_json(out, buf);
+			break;
+		case JSONCAT_TIMESTAMP:
+			JsonEncodeDateTime(buf, value, TIMESTAMPOID, NULL);
+			escape_json(out, buf);
+			break;
+		case JSONCAT_TIMESTAMPTZ:
+			JsonEncodeDateTime(buf, value, TIMESTAMPTZOID, NULL);
+			escape_json(out, buf);
+			break;
+		case JSONCAT_JSON:
+			appendStringInfoString(out, OutputFunctionCall(&type->outfunc, value));
+			break;
+		case JSONCAT_JSONB:
+			{
+				Jsonb	   *jb = DatumGetJsonbP(value);
+
+				JsonbToCString(out, &jb->root, VARSIZE(jb));
+				break;
+			}
+		case JSONCAT_ARRAY:
+			AppendArray(out, value, type);
+			break;
+		case JSONCAT_COMPOSITE:
+			AppendComposite(out, value);
+			break;
+		case JSONCAT_JSONCAST:
+			json = TextDatumGetCString(FunctionCall1(&type->castfunc, value));
+			appendStringInfoString(out, json);
+			break;
+		case JSONCAT_OTHER:
+			escape_json(out, OutputFunctionCall(&type->outfunc, value));
+			break;
+	}
+}
+
+/* Append one dimension of an array, recursing into inner dimensions */
+static void
+AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, Datum *values,
+			   bool *nulls, int *index, JsonTypeInfo *elem)
+{
+	int			i;
+
+	appendStringInfoChar(out, '[');
+	for (i = 0; i < dims[dim]; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(out, ',');
+		if (dim + 1 == ndims)
+		{
+			DocumentAppendValue(out, values[*index], nulls[*index], elem);
+			(*index)++;
+		}
+		else
+			AppendArrayDim(out, dim + 1, ndims, dims, values, nulls, index, elem);
+	}
+	appendStringInfoChar(out, ']');
+}
+
+/* Append an array as nested JSON arrays, one level per dimension */
+static void
+AppendArray(StringInfo out, Datum value, JsonTypeInfo *type)
+{
+	ArrayType  *array = DatumGetArrayTypeP(value);
+	JsonTypeInfo *elem = DocumentTypeInfo(type->elemtype);
+	Datum	   *values;
+	bool	   *nulls;
+	int			count;
+	int			index = 0;
+
+	if (ARR_NDIM(array) <= 0 || ArrayGetNItems(ARR_NDIM(array), ARR_DIMS(array)) == 0)
+	{
+		appendStringInfoString(out, "[]");
+		return;
+	}
+	deconstruct_array(array, type->elemtype, type->elmlen, type->elmbyval,
+					  type->elmalign, &values, &nulls, &count);
+	AppendArrayDim(out, 0, ARR_NDIM(array), ARR_DIMS(array), values, nulls,
+				   &index, elem);
+	pfree(values);
+	pfree(nulls);
+}
+
+/* Append a composite value as a JSON object keyed by attribute name */
+static void
+AppendComposite(StringInfo out, Datum value)
+{
+	HeapTupleHeader td = DatumGetHeapTupleHeader(value);
+	TupleDesc	desc;
+	HeapTupleData tuple;
+	bool		first = true;
+	int			i;
+
+	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(td),
+								  HeapTupleHeaderGetTypMod(td));
+	tuple.t_len = HeapTupleHeaderGetDatumLength(td);
+	ItemPointerSetInvalid(&(tuple.t_self));
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = td;
+
+	appendStringInfoChar(out, '{');
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+		Datum		v;
+		bool		isnull;
+
+		if (att->attisdropped)
+			continue;
+		if (!first)
+			appendStringInfoChar(out, ',');
+		first = false;
+		escape_json(out, NameStr(att->attname));
+		appendStringInfoChar(out, ':');
+		v = heap_getattr(&tuple, i + 1, desc, &isnull);
+		DocumentAppendValue(out, v, isnull, DocumentTypeInfo(att->atttypid));
+	}
+	appendStringInfoChar(out, '}');
+	ReleaseTupleDesc(desc);
+}
+
+/* Append the document of a row: every column, then "id" */
+void
+DocumentAppendRow(StringInfo out, DocumentShape *shape, Datum *values,
+				  bool *nulls, const char *id)
+{
+	int			i;
+
+	appendStringInfoChar(out, '{');
+	for (i = 0; i < shape->natts; i++)
+	{
+		DocumentColumn *col = &shape->columns[i];
+
+		if (col->skip)
+			continue;
+		appendStringInfoString(out, col->key);
+		DocumentAppendValue(out, values[i], nulls[i], col->type);
+		appendStringInfoChar(out, ',');
+	}
+	appendStringInfoString(out, "\"id\":");
+	escape_json(out, id);
+	appendStringInfoChar(out, '}');
+}
+
+/* The value as text (its type's output function), as used for document ids */
+char *
+DocumentValueText(Datum value, JsonTypeInfo *type)
+{
+	return OutputFunctionCall(&type->outfunc, value);
+}

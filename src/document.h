@@ -1,0 +1,69 @@
+/*
+ * document.h
+ *		Row to JSON: the document of a staging row is exactly to_jsonb(row)
+ *		plus "id" (as text), written compactly with cached per-type facts.
+ */
+#ifndef COSMOS_SINK_DOCUMENT_H
+#define COSMOS_SINK_DOCUMENT_H
+
+#include "postgres.h"
+
+#include "access/tupdesc.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+
+/* How to_jsonb renders a type (mirrors jsonb's own categories) */
+typedef enum JsonCategory
+{
+	JSONCAT_BOOL,
+	JSONCAT_NUMERIC,
+	JSONCAT_DATE,
+	JSONCAT_TIMESTAMP,
+	JSONCAT_TIMESTAMPTZ,
+	JSONCAT_JSON,
+	JSONCAT_JSONB,
+	JSONCAT_ARRAY,
+	JSONCAT_COMPOSITE,
+	JSONCAT_JSONCAST,
+	JSONCAT_OTHER
+} JsonCategory;
+
+/* Cached facts of one type; entries live for the whole process */
+typedef struct JsonTypeInfo
+{
+	Oid			typid;			/* hash key */
+	bool		valid;
+	Oid			basetypid;		/* after looking through domains */
+	JsonCategory category;
+	FmgrInfo	outfunc;		/* type output function (text form) */
+	FmgrInfo	castfunc;		/* cast to json, for JSONCAT_JSONCAST */
+	Oid			elemtype;		/* arrays: element type and layout */
+	int16		elmlen;
+	bool		elmbyval;
+	char		elmalign;
+} JsonTypeInfo;
+
+/* One column of a relation as it appears in documents */
+typedef struct DocumentColumn
+{
+	bool		skip;			/* dropped, or named "id" (replaced by the id) */
+	bool		toastable;		/* may be stored out of line */
+	char	   *key;			/* JSON-escaped key followed by ':' */
+	JsonTypeInfo *type;
+} DocumentColumn;
+
+typedef struct DocumentShape
+{
+	int			natts;
+	DocumentColumn *columns;
+} DocumentShape;
+
+extern JsonTypeInfo *DocumentTypeInfo(Oid typid);
+extern DocumentShape *DocumentShapeBuild(TupleDesc desc);
+extern void DocumentAppendValue(StringInfo out, Datum value, bool isnull,
+								JsonTypeInfo *type);
+extern void DocumentAppendRow(StringInfo out, DocumentShape *shape,
+							  Datum *values, bool *nulls, const char *id);
+extern char *DocumentValueText(Datum value, JsonTypeInfo *type);
+
+#endif							/* COSMOS_SINK_DOCUMENT_H */

@@ -1,0 +1,181 @@
+/*
+ * guc.c
+ *		The cosmos_sink.* settings, and the checks of server settings that
+ *		logical decoding with this plugin needs (wal_level, plugin allow-list).
+ *		No secret is ever a setting: keys and tokens are read from files.
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "access/xlog.h"
+#include "utils/guc.h"
+#include "utils/varlena.h"
+
+#include "compat.h"
+#include "cosmos_sink.h"
+
+char	   *CosmosSinkDatabase = NULL;
+char	   *CosmosSinkSlotName = NULL;
+bool		CosmosSinkEnabled = true;
+char	   *CosmosSinkEndpoint = NULL;
+char	   *CosmosSinkKeyFile = NULL;
+char	   *CosmosSinkAadTokenFile = NULL;
+char	   *CosmosSinkCaFile = NULL;
+bool		CosmosSinkTlsVerify = true;
+bool		CosmosSinkHttp2 = true;
+int			CosmosSinkMaxInFlight = 16;
+int			CosmosSinkBatchMaxOps = 100;
+int			CosmosSinkBatchMaxBytes = 1024 * 1024;
+int			CosmosSinkMaxRuPerSecond = 0;
+int			CosmosSinkRequestTimeoutMs = 10000;
+int			CosmosSinkConnectTimeoutMs = 5000;
+
+/* Refuse slot names that PostgreSQL would refuse later, with its own message */
+static bool
+CheckSlotName(char **newval, void **extra, GucSource source)
+{
+	const char *p;
+
+	if (**newval == '\0' || strlen(*newval) >= NAMEDATALEN)
+		return false;
+	for (p = *newval; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+		{
+			GUC_check_errdetail("Replication slot names may only contain lower case letters, numbers, and the underscore character.");
+			return false;
+		}
+	return true;
+}
+
+/* The endpoint must be an http(s) URL; plain http is for local test servers */
+static bool
+CheckEndpoint(char **newval, void **extra, GucSource source)
+{
+	if (**newval == '\0')
+		return true;
+	if (strncmp(*newval, "https://", 8) != 0 && strncmp(*newval, "http://", 7) != 0)
+	{
+		GUC_check_errdetail("cosmos_sink.endpoint must start with https://, e.g. 'https://myaccount.documents.azure.com:443/'.");
+		return false;
+	}
+	return true;
+}
+
+/* Define every cosmos_sink.* setting */
+void
+GucInit(void)
+{
+	DefineCustomStringVariable("cosmos_sink.database",
+							   "Database whose routed staging tables are forwarded.",
+							   "The worker connects to this database. Changing it needs a restart.",
+							   &CosmosSinkDatabase, "postgres",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("cosmos_sink.slot_name",
+							   "Name of the logical replication slot the worker consumes.",
+							   NULL, &CosmosSinkSlotName, "cosmos_sink",
+							   PGC_POSTMASTER, 0, CheckSlotName, NULL, NULL);
+	DefineCustomBoolVariable("cosmos_sink.enabled",
+							 "Whether the worker forwards changes (off: it waits, WAL is kept).",
+							 NULL, &CosmosSinkEnabled, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cosmos_sink.endpoint",
+							   "Cosmos DB account endpoint URL.",
+							   NULL, &CosmosSinkEndpoint, "",
+							   PGC_SIGHUP, 0, CheckEndpoint, NULL, NULL);
+	DefineCustomStringVariable("cosmos_sink.key_file",
+							   "File holding the account key, or a connection string.",
+							   "Must not be readable by group or others. Re-read on reload.",
+							   &CosmosSinkKeyFile, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("cosmos_sink.aad_token_file",
+							   "File holding a Microsoft Entra ID access token (used instead of key_file).",
+							   "Re-read whenever the file changes.",
+							   &CosmosSinkAadTokenFile, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("cosmos_sink.ca_file",
+							   "File of CA certificates used to verify the endpoint (default: system store).",
+							   NULL, &CosmosSinkCaFile, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cosmos_sink.tls_verify",
+							 "Verify the endpoint's TLS certificate and host name.",
+							 NULL, &CosmosSinkTlsVerify, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cosmos_sink.http2",
+							 "Use HTTP/2 when the endpoint offers it (off forces HTTP/1.1).",
+							 NULL, &CosmosSinkHttp2, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmos_sink.max_in_flight",
+							"Maximum concurrent requests to Cosmos DB.",
+							NULL, &CosmosSinkMaxInFlight, 16, 1, 256,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmos_sink.batch_max_ops",
+							"Maximum operations in one batch or bulk request.",
+							NULL, &CosmosSinkBatchMaxOps, 100, 1, 100,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmos_sink.batch_max_bytes",
+							"Maximum body size of one batch or bulk request.",
+							NULL, &CosmosSinkBatchMaxBytes, 1024 * 1024, 4096, 2 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmos_sink.max_ru_per_second",
+							"Client-side request-unit budget per second (0: none).",
+							NULL, &CosmosSinkMaxRuPerSecond, 0, 0, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmos_sink.request_timeout_ms",
+							"Timeout of one request, counted from when it is sent.",
+							NULL, &CosmosSinkRequestTimeoutMs, 10000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmos_sink.connect_timeout_ms",
+							"Timeout for establishing a connection to the endpoint.",
+							NULL, &CosmosSinkConnectTimeoutMs, 5000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("cosmos_sink");
+}
+
+/* Whether the comma-separated list of libraries names the cosmos_sink plugin */
+static bool
+PluginListIncludesUs(const char *list)
+{
+	char	   *copy = pstrdup(list);
+	List	   *names = NIL;
+	ListCell   *lc;
+	bool		found = false;
+
+	if (!SplitIdentifierString(copy, ',', &names))
+		return false;
+	foreach(lc, names)
+	{
+		const char *name = lfirst(lc);
+
+		if (strcmp(name, COSMOS_SINK_PLUGIN) == 0 ||
+			strcmp(name, "$libdir/" COSMOS_SINK_PLUGIN) == 0)
+			found = true;
+	}
+	return found;
+}
+
+/*
+ * Report what stops logical decoding with this plugin, naming the setting to
+ * change. output_plugin_libraries only exists in recent minor releases.
+ */
+void
+CheckDecodingPrerequisites(int elevel)
+{
+	const char *plugins;
+
+	if (wal_level < WAL_LEVEL_LOGICAL)
+		ereport(elevel,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cosmos_sink needs wal_level = logical"),
+				 errhint("Set wal_level = logical in postgresql.conf and restart the server.")));
+
+	plugins = GetConfigOption("output_plugin_libraries", true, false);
+	if (plugins != NULL && !PluginListIncludesUs(plugins))
+		ereport(elevel,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("output plugin \"%s\" is not allowed by output_plugin_libraries", COSMOS_SINK_PLUGIN),
+				 errdetail("output_plugin_libraries is '%s'.", plugins),
+				 errhint("Add it in postgresql.conf, e.g. output_plugin_libraries = '%s%s%s', and reload.",
+						 plugins, plugins[0] ? ", " : "", COSMOS_SINK_PLUGIN)));
+}

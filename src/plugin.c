@@ -1,0 +1,419 @@
+/*
+ * plugin.c
+ *		The cosmos_sink logical decoding output plugin: committed changes of
+ *		routed tables become change records, one per change, in commit order.
+ *		No streaming or two-phase callbacks, so nothing uncommitted is emitted.
+ */
+#include "postgres.h"
+
+#include "access/detoast.h"
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/defrem.h"
+#include "replication/logical.h"
+#include "replication/output_plugin.h"
+#include "utils/builtins.h"
+#include "utils/datetime.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+
+#include "compat.h"
+#include "cosmos_sink.h"
+#include "document.h"
+#include "record.h"
+#include "route.h"
+
+typedef enum OutputFormat
+{
+	FORMAT_JSON,				/* one JSON object per change, for people and tools */
+	FORMAT_BINARY				/* compact records for the worker */
+} OutputFormat;
+
+typedef struct PluginState
+{
+	MemoryContext context;		/* per change, reset after each */
+	OutputFormat format;
+	bool		txn_has_records;	/* this transaction emitted something */
+} PluginState;
+
+/* A row of a decoded tuple, deformed */
+typedef struct RowImage
+{
+	bool		present;
+	Datum	   *values;
+	bool	   *nulls;
+} RowImage;
+
+extern void _PG_output_plugin_init(OutputPluginCallbacks *cb);
+
+/* Parse plugin options (pgoutput style: each at most once, unknown ones refused) */
+static void
+ParseOptions(List *options, PluginState *state)
+{
+	ListCell   *lc;
+	bool		format_given = false;
+
+	foreach(lc, options)
+	{
+		DefElem    *elem = lfirst(lc);
+
+		if (strcmp(elem->defname, "format") == 0)
+		{
+			char	   *format = defGetString(elem);
+
+			if (format_given)
+				ereport(ERROR,
+						(errcode(ERRCODE_SYNTAX_ERROR),
+						 errmsg("conflicting or redundant options")));
+			format_given = true;
+			if (strcmp(format, "json") == 0)
+				state->format = FORMAT_JSON;
+			else if (strcmp(format, "binary") == 0)
+				state->format = FORMAT_BINARY;
+			else
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("invalid value \"%s\" for option \"format\"", format),
+						 errhint("Use format 'json' (one JSON object per change) or 'binary' (the worker's records).")));
+		}
+		else
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("option \"%s\" is not known to the cosmos_sink output plugin", elem->defname),
+					 errhint("The only option is \"format\" ('json' or 'binary').")));
+	}
+}
+
+/* Startup: options, memory, route cache; no catalog access here */
+static void
+PluginStartup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_init)
+{
+	PluginState *state = palloc0(sizeof(PluginState));
+
+	state->context = AllocSetContextCreate(ctx->context, "cosmos_sink change",
+										   ALLOCSET_DEFAULT_SIZES);
+	state->format = FORMAT_JSON;
+	if (!is_init)
+		ParseOptions(ctx->output_plugin_options, state);
+	opt->output_type = state->format == FORMAT_BINARY ?
+		OUTPUT_PLUGIN_BINARY_OUTPUT : OUTPUT_PLUGIN_TEXTUAL_OUTPUT;
+	opt->receive_rewrites = false;
+	ctx->output_plugin_private = state;
+	RouteCacheCreate(ctx->context);
+}
+
+/* Shutdown: drop the route cache (its callbacks become no-ops) */
+static void
+PluginShutdown(LogicalDecodingContext *ctx)
+{
+	RouteCacheDestroy();
+}
+
+/* Begin: nothing is written until the transaction has a routed change */
+static void
+PluginBegin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
+{
+	PluginState *state = ctx->output_plugin_private;
+
+	state->txn_has_records = false;
+}
+
+/* Commit: the worker needs the end LSN of every transaction it got records of */
+static void
+PluginCommit(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr commit_lsn)
+{
+	PluginState *state = ctx->output_plugin_private;
+
+	CompatOutputPluginUpdateProgress(ctx, !state->txn_has_records);
+	if (!state->txn_has_records || state->format != FORMAT_BINARY)
+		return;
+	OutputPluginPrepareWrite(ctx, true);
+	RecordWriteCommit(ctx->out, txn->end_lsn, CompatTxnCommitTime(txn), txn->xid);
+	OutputPluginWrite(ctx, true);
+}
+
+/* Append the JSON form of a record (format=json) */
+static void
+WriteJsonRecord(StringInfo out, ReorderBufferTXN *txn, RouteInfo *route,
+				const char *op, XLogRecPtr lsn, const char *id, const char *pk,
+				const char *field, const char *body, bool body_is_json)
+{
+	char		buf[MAXDATELEN + 1];
+
+	appendStringInfo(out, "{\"op\":\"%s\",\"table\":", op);
+	escape_json(out, route->table_name);
+	appendStringInfoString(out, ",\"cosmos_database\":");
+	escape_json(out, route->cosmos_database);
+	appendStringInfoString(out, ",\"container\":");
+	escape_json(out, route->container);
+	if (id != NULL)
+	{
+		appendStringInfoString(out, ",\"id\":");
+		escape_json(out, id);
+	}
+	if (pk != NULL)
+		appendStringInfo(out, ",\"partition_key\":%s", pk);
+	appendStringInfo(out, ",\"xid\":%u,\"lsn\":\"%X/%X\",\"commit_time\":\"%s\"",
+					 txn->xid, LSN_FORMAT_ARGS(lsn),
+					 JsonEncodeDateTime(buf, TimestampTzGetDatum(CompatTxnCommitTime(txn)),
+										TIMESTAMPTZOID, NULL));
+	if (field != NULL)
+	{
+		appendStringInfo(out, ",\"%s\":", field);
+		if (body_is_json)
+			appendStringInfoString(out, body);
+		else
+			escape_json(out, body);
+	}
+	appendStringInfoChar(out, '}');
+}
+
+/* Emit one change record in the session's format */
+static void
+EmitChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
+		   char kind, XLogRecPtr lsn, const char *id, const char *pk, const char *body)
+{
+	PluginState *state = ctx->output_plugin_private;
+
+	OutputPluginPrepareWrite(ctx, true);
+	if (state->format == FORMAT_BINARY)
+		RecordWriteChange(ctx->out, kind, route->route_id, id, pk, body);
+	else if (kind == RECORD_UPSERT)
+		WriteJsonRecord(ctx->out, txn, route, "upsert", lsn, id, pk, "document", body, true);
+	else if (kind == RECORD_DELETE)
+		WriteJsonRecord(ctx->out, txn, route, "delete", lsn, id, pk, NULL, NULL, false);
+	else
+		WriteJsonRecord(ctx->out, txn, route, "error", lsn, id, pk, "error", body, false);
+	OutputPluginWrite(ctx, true);
+	state->txn_has_records = true;
+}
+
+/* Deform a tuple of the relation into values/nulls */
+static RowImage
+DeformRow(Relation rel, HeapTuple tuple)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	RowImage	row = {false, NULL, NULL};
+
+	if (tuple == NULL)
+		return row;
+	row.present = true;
+	row.values = palloc(sizeof(Datum) * desc->natts);
+	row.nulls = palloc(sizeof(bool) * desc->natts);
+	heap_deform_tuple(tuple, desc, row.values, row.nulls);
+	return row;
+}
+
+/* Whether a datum is an on-disk TOAST pointer that decoding cannot read */
+static inline bool
+IsUnchangedToast(Datum value, bool isnull, DocumentColumn *col)
+{
+	return !isnull && col->toastable &&
+		VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(value));
+}
+
+/*
+ * Give every unchanged TOASTed column of the new row its real value from the
+ * old row (logged whole under REPLICA IDENTITY FULL). Returns a problem text
+ * when a value is nowhere in WAL; never leaves a placeholder.
+ */
+static char *
+ResolveUnchangedToast(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
+{
+	int			i;
+
+	for (i = 0; i < route->shape->natts; i++)
+	{
+		DocumentColumn *col = &route->shape->columns[i];
+
+		if (!IsUnchangedToast(newrow->values[i], newrow->nulls[i], col))
+			continue;
+		if (oldrow->present && route->old_is_full &&
+			!IsUnchangedToast(oldrow->values[i], oldrow->nulls[i], col))
+		{
+			newrow->values[i] = oldrow->values[i];
+			newrow->nulls[i] = oldrow->nulls[i];
+			continue;
+		}
+		return psprintf("UPDATE left TOASTed column %s unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
+						col->key, route->table_name);
+	}
+	return NULL;
+}
+
+/* Compute the document id and the partition key (a JSON array) of a row */
+static char *
+RowKeys(RouteInfo *route, RowImage *row, char **id, char **pk)
+{
+	StringInfoData buf;
+	int			idx = route->id_attnum - 1;
+	int			i;
+
+	*id = NULL;
+	*pk = NULL;
+	if (route->problem)
+		return route->problem;
+	if (row->nulls[idx])
+		return psprintf("id column of %s is NULL", route->table_name);
+	*id = DocumentValueText(row->values[idx], route->shape->columns[idx].type);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '[');
+	for (i = 0; i < route->npk; i++)
+	{
+		idx = route->pk_attnums[i] - 1;
+		if (i > 0)
+			appendStringInfoChar(&buf, ',');
+		DocumentAppendValue(&buf, row->values[idx], row->nulls[idx],
+							route->shape->columns[idx].type);
+	}
+	appendStringInfoChar(&buf, ']');
+	*pk = buf.data;
+	return NULL;
+}
+
+/* INSERT, or the new row of an UPDATE: upsert the document */
+static void
+EmitUpsert(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
+		   XLogRecPtr lsn, RowImage *row, const char *id, const char *pk)
+{
+	StringInfoData doc;
+
+	initStringInfo(&doc);
+	DocumentAppendRow(&doc, route->shape, row->values, row->nulls, id);
+	EmitChange(ctx, txn, route, RECORD_UPSERT, lsn, id, pk, doc.data);
+}
+
+/* INSERT: one upsert */
+static void
+HandleInsert(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
+			 Relation rel, ReorderBufferChange *change)
+{
+	RowImage	row = DeformRow(rel, CompatChangeNewTuple(change));
+	char	   *id,
+			   *pk,
+			   *problem;
+
+	problem = RowKeys(route, &row, &id, &pk);
+	if (problem)
+		EmitChange(ctx, txn, route, RECORD_ERROR, change->lsn, id, pk, problem);
+	else
+		EmitUpsert(ctx, txn, route, change->lsn, &row, id, pk);
+}
+
+/* UPDATE: upsert the new row; if the id or partition key moved, delete the old one first */
+static void
+HandleUpdate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
+			 Relation rel, ReorderBufferChange *change)
+{
+	RowImage	newrow = DeformRow(rel, CompatChangeNewTuple(change));
+	RowImage	oldrow = DeformRow(rel, CompatChangeOldTuple(change));
+	char	   *id,
+			   *pk,
+			   *old_id,
+			   *old_pk,
+			   *problem;
+
+	problem = RowKeys(route, &newrow, &id, &pk);
+	if (problem == NULL && oldrow.present && route->old_has_keys &&
+		RowKeys(route, &oldrow, &old_id, &old_pk) == NULL &&
+		(strcmp(id, old_id) != 0 || strcmp(pk, old_pk) != 0))
+		EmitChange(ctx, txn, route, RECORD_DELETE, change->lsn, old_id, old_pk, NULL);
+	if (problem == NULL)
+		problem = ResolveUnchangedToast(route, &newrow, &oldrow);
+	if (problem)
+		EmitChange(ctx, txn, route, RECORD_ERROR, change->lsn, id, pk, problem);
+	else
+		EmitUpsert(ctx, txn, route, change->lsn, &newrow, id, pk);
+}
+
+/* DELETE: delete the document named by the old key */
+static void
+HandleDelete(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
+			 Relation rel, ReorderBufferChange *change)
+{
+	RowImage	oldrow = DeformRow(rel, CompatChangeOldTuple(change));
+	char	   *id = NULL,
+			   *pk = NULL,
+			   *problem;
+
+	if (!oldrow.present || !route->old_has_keys)
+		problem = psprintf("DELETE on %s logged no id and partition key; run ALTER TABLE %s REPLICA IDENTITY FULL",
+						   route->table_name, route->table_name);
+	else
+		problem = RowKeys(route, &oldrow, &id, &pk);
+	if (problem)
+		EmitChange(ctx, txn, route, RECORD_ERROR, change->lsn, id, pk, problem);
+	else
+		EmitChange(ctx, txn, route, RECORD_DELETE, change->lsn, id, pk, NULL);
+}
+
+/* Change: route lookup, then one record per change in the per-change context */
+static void
+PluginChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+			 ReorderBufferChange *change)
+{
+	PluginState *state = ctx->output_plugin_private;
+	RouteInfo  *route = RouteCacheLookup(rel);
+	MemoryContext old;
+
+	if (!route->routed)
+		return;
+	old = MemoryContextSwitchTo(state->context);
+	switch (change->action)
+	{
+		case REORDER_BUFFER_CHANGE_INSERT:
+			HandleInsert(ctx, txn, route, rel, change);
+			break;
+		case REORDER_BUFFER_CHANGE_UPDATE:
+			HandleUpdate(ctx, txn, route, rel, change);
+			break;
+		case REORDER_BUFFER_CHANGE_DELETE:
+			HandleDelete(ctx, txn, route, rel, change);
+			break;
+		default:
+			break;
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(state->context);
+}
+
+/* TRUNCATE: documents are kept; emit a notice record per routed table */
+static void
+PluginTruncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelations,
+			   Relation relations[], ReorderBufferChange *change)
+{
+	PluginState *state = ctx->output_plugin_private;
+	int			i;
+
+	for (i = 0; i < nrelations; i++)
+	{
+		RouteInfo  *route = RouteCacheLookup(relations[i]);
+
+		if (!route->routed)
+			continue;
+		OutputPluginPrepareWrite(ctx, true);
+		if (state->format == FORMAT_BINARY)
+			RecordWriteTruncate(ctx->out, route->route_id);
+		else
+			WriteJsonRecord(ctx->out, txn, route, "truncate", change->lsn, NULL, NULL,
+							"warning", "TRUNCATE is not forwarded: the documents in Cosmos DB are kept", false);
+		OutputPluginWrite(ctx, true);
+		state->txn_has_records = true;
+	}
+}
+
+/* Register the callbacks; deliberately no stream_* and no two-phase ones */
+void
+_PG_output_plugin_init(OutputPluginCallbacks *cb)
+{
+	AssertVariableIsOfType(&_PG_output_plugin_init, LogicalOutputPluginInit);
+
+	cb->startup_cb = PluginStartup;
+	cb->begin_cb = PluginBegin;
+	cb->change_cb = PluginChange;
+	cb->truncate_cb = PluginTruncate;
+	cb->commit_cb = PluginCommit;
+	cb->shutdown_cb = PluginShutdown;
+}
