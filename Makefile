@@ -5,8 +5,9 @@ MODULE_big = cosmos_sink
 OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
 DATA = sql/cosmos_sink--$(EXTVERSION).sql
 
-# pg_regress suites: sql/NAME.sql against expected/NAME.out, in this order
-REGRESS = routes plugin_output type_fidelity
+# pg_regress suites: every sql/NAME.sql (but the install script) against
+# expected/NAME.out, in name order; each suite sets up what it needs
+REGRESS = $(sort $(patsubst sql/%.sql,%,$(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))))
 REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check
 
 PG_CPPFLAGS = -I$(srcdir)/src
