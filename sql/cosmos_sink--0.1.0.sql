@@ -44,3 +44,8 @@ AS 'MODULE_PATHNAME', 'remove_route' LANGUAGE C STRICT;
 REVOKE ALL ON FUNCTION add_route(regclass, text, text, text[], name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION add_route(regclass, text, text, text, name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION remove_route(regclass) FROM PUBLIC;
+
+-- Shows a binary change record (format 'binary', the worker's format) as JSON
+CREATE FUNCTION decode_record(record bytea)
+RETURNS jsonb
+AS 'MODULE_PATHNAME', 'decode_record' LANGUAGE C STRICT IMMUTABLE;

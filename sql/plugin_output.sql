@@ -1,1 +1,127 @@
-SELECT 1;
+-- Output plugin: what each kind of change becomes, committed changes only
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS cosmos_sink;
+RESET client_min_messages;
+
+CREATE TABLE orders_staging (order_id bigint PRIMARY KEY, customer_id text NOT NULL,
+                             amount numeric(12,2), note text);
+CREATE TABLE events_staging (tenant text NOT NULL, user_id int NOT NULL, event_id int PRIMARY KEY, kind text);
+CREATE TABLE other_table (id int PRIMARY KEY, v text);
+
+SELECT 'init' FROM pg_create_logical_replication_slot('regress_plugin', 'cosmos_sink');
+
+-- the changes of a table before it is routed are not emitted
+INSERT INTO orders_staging VALUES (0, 'c0', 0, 'before the route');
+
+SELECT count(*) FROM cosmos_sink.add_route('orders_staging', 'shop', 'orders', 'customer_id');
+SELECT count(*) FROM cosmos_sink.add_route('events_staging', 'shop', 'events', '{tenant,user_id}');
+
+-- Shows the changes since the last call, without the per-run xid/lsn/commit_time
+CREATE FUNCTION changes() RETURNS SETOF jsonb LANGUAGE sql AS $$
+  SELECT data::jsonb - 'xid' - 'lsn' - 'commit_time'
+    FROM pg_logical_slot_get_changes('regress_plugin', NULL, NULL, 'format', 'json')
+$$;
+
+-- insert, update, delete
+INSERT INTO orders_staging VALUES (1, 'c1', 10.50, 'first'), (2, 'c2', 20, NULL);
+UPDATE orders_staging SET amount = 11 WHERE order_id = 1;
+DELETE FROM orders_staging WHERE order_id = 2;
+SELECT * FROM changes();
+
+-- every record carries xid, lsn and commit time
+INSERT INTO orders_staging VALUES (3, 'c3', 30, 'meta');
+SELECT data::jsonb ? 'xid' AS xid, (data::jsonb->>'lsn')::pg_lsn = lsn AS lsn_matches,
+       (data::jsonb->>'commit_time')::timestamptz <= now() AS commit_time
+  FROM pg_logical_slot_get_changes('regress_plugin', NULL, NULL, 'format', 'json');
+
+-- UPDATE that moves the id: delete the old document, upsert the new one
+UPDATE orders_staging SET order_id = 4 WHERE order_id = 3;
+-- UPDATE that moves the partition key
+UPDATE orders_staging SET customer_id = 'c9' WHERE order_id = 4;
+SELECT * FROM changes();
+
+-- hierarchical key, a second routed table, and an unrouted table in one transaction
+BEGIN;
+INSERT INTO events_staging VALUES ('t1', 7, 100, 'click');
+INSERT INTO other_table VALUES (1, 'not routed');
+UPDATE orders_staging SET note = 'same transaction' WHERE order_id = 1;
+UPDATE events_staging SET user_id = 8 WHERE event_id = 100;
+COMMIT;
+SELECT * FROM changes();
+
+-- rolled-back transaction and rolled-back subtransaction: absent
+BEGIN;
+INSERT INTO orders_staging VALUES (50, 'c50', 1, 'rolled back');
+ROLLBACK;
+BEGIN;
+INSERT INTO orders_staging VALUES (51, 'c51', 1, 'kept');
+SAVEPOINT s1;
+INSERT INTO orders_staging VALUES (52, 'c52', 1, 'rolled back to savepoint');
+UPDATE orders_staging SET note = 'rolled back to savepoint' WHERE order_id = 51;
+ROLLBACK TO SAVEPOINT s1;
+RELEASE SAVEPOINT s1;
+COMMIT;
+SELECT * FROM changes();
+
+-- prepared transaction: nothing at PREPARE, everything at COMMIT PREPARED
+BEGIN;
+INSERT INTO orders_staging VALUES (60, 'c60', 6, 'prepared');
+PREPARE TRANSACTION 'regress_cosmos_2pc';
+SELECT * FROM changes();
+COMMIT PREPARED 'regress_cosmos_2pc';
+SELECT * FROM changes();
+BEGIN;
+INSERT INTO orders_staging VALUES (61, 'c61', 6, 'prepared then rolled back');
+PREPARE TRANSACTION 'regress_cosmos_2pc_rb';
+ROLLBACK PREPARED 'regress_cosmos_2pc_rb';
+SELECT * FROM changes();
+
+-- TRUNCATE keeps the documents: a warning record, no document change
+TRUNCATE orders_staging;
+SELECT * FROM changes();
+
+-- UPDATE that leaves a TOASTed value unchanged still carries the real value
+ALTER TABLE orders_staging ALTER note SET STORAGE EXTERNAL;
+INSERT INTO orders_staging
+  SELECT 70, 'c70', 7, string_agg(md5(i::text), '') FROM generate_series(1, 400) i;
+SELECT pg_relation_size(reltoastrelid) > 0 AS stored_out_of_line
+  FROM pg_class WHERE oid = 'orders_staging'::regclass;
+SELECT * FROM changes() \gset ignored_
+UPDATE orders_staging SET amount = 8 WHERE order_id = 70;
+SELECT c->>'op' AS op, c->'document'->>'amount' AS amount,
+       c->'document'->>'note' = (SELECT note FROM orders_staging WHERE order_id = 70) AS note_is_real,
+       length(c->'document'->>'note') AS note_length
+  FROM changes() c;
+-- without a whole old row the value is nowhere in WAL: an error record, never a placeholder
+ALTER TABLE orders_staging REPLICA IDENTITY DEFAULT;
+UPDATE orders_staging SET amount = 9 WHERE order_id = 70;
+SELECT c->>'op' AS op, c->>'id' AS id, c->>'error' AS error, c ? 'document' AS has_document FROM changes() c;
+ALTER TABLE orders_staging REPLICA IDENTITY FULL;
+
+-- removing the route stops the records at that point of the stream
+INSERT INTO orders_staging VALUES (80, 'c80', 1, 'routed');
+SELECT count(*) FROM cosmos_sink.remove_route('orders_staging');
+INSERT INTO orders_staging VALUES (81, 'c81', 1, 'no longer routed');
+SELECT c->>'op' AS op, c->>'id' AS id FROM changes() c;
+
+-- the worker's binary format carries the same records, plus commit markers
+SELECT count(*) FROM cosmos_sink.add_route('orders_staging', 'shop', 'orders', 'customer_id');
+INSERT INTO orders_staging VALUES (90, 'c90', 9, 'binary');
+DELETE FROM orders_staging WHERE order_id = 90;
+SELECT r - 'end_lsn' - 'commit_time' - 'xid' - 'route_id' AS record,
+       (r->>'end_lsn')::pg_lsn = lsn AS end_lsn_is_row_lsn
+  FROM pg_logical_slot_peek_binary_changes('regress_plugin', NULL, NULL, 'format', 'binary') b,
+       cosmos_sink.decode_record(b.data) r;
+-- same ids and operations as format json
+SELECT c->>'op' AS op, c->>'id' AS id FROM changes() c;
+SELECT cosmos_sink.decode_record('\x00'::bytea);
+
+-- options
+SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'format', 'xml');
+SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'pretty', 'on');
+
+SELECT pg_drop_replication_slot('regress_plugin');
+SELECT count(*) FROM cosmos_sink.remove_route('orders_staging');
+SELECT count(*) FROM cosmos_sink.remove_route('events_staging');
+DROP TABLE orders_staging, events_staging, other_table;
+DROP FUNCTION changes();

@@ -181,6 +181,7 @@ DocumentShapeBuild(TupleDesc desc)
 				continue;
 		}
 		col->toastable = ColumnIsToastable(att);
+		col->name = pstrdup(NameStr(att->attname));
 		initStringInfo(&key);
 		escape_json(&key, NameStr(att->attname));
 		appendStringInfoChar(&key, ':');

@@ -48,7 +48,8 @@ typedef struct DocumentColumn
 {
 	bool		skip;			/* dropped, or named "id" (replaced by the id) */
 	bool		toastable;		/* may be stored out of line */
-	char	   *key;			/* JSON-escaped key followed by ':' */
+	char	   *name;			/* column name */
+	char	   *key;			/* JSON-escaped name followed by ':' */
 	JsonTypeInfo *type;
 } DocumentColumn;
 

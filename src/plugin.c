@@ -236,8 +236,8 @@ ResolveUnchangedToast(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
 			newrow->nulls[i] = oldrow->nulls[i];
 			continue;
 		}
-		return psprintf("UPDATE left TOASTed column %s unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
-						col->key, route->table_name);
+		return psprintf("UPDATE left TOASTed column \"%s\" unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
+						col->name, route->table_name);
 	}
 	return NULL;
 }
