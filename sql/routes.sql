@@ -1,5 +1,8 @@
 -- Route registry: add_route / remove_route and every validation error
 CREATE EXTENSION cosmos_sink;
+-- start without the worker's slot, so that add_route() creates it here
+SELECT count(*) >= 0 AS slot_reset FROM (SELECT pg_drop_replication_slot(slot_name)
+  FROM pg_replication_slots WHERE slot_name = 'cosmos_sink') s;
 
 -- a typical Flink staging table: single-column primary key is the id
 CREATE TABLE orders_staging (order_id bigint PRIMARY KEY, customer_id text NOT NULL,
