@@ -58,4 +58,13 @@
 #define CompatOutputPluginUpdateProgress(ctx, skipped) OutputPluginUpdateProgress(ctx)
 #endif
 
+/* Whether a replication slot was invalidated (its WAL is gone) */
+#if PG_VERSION_NUM >= 160000
+#define CompatSlotInvalidated(slot) ((slot)->data.invalidated != RS_INVAL_NONE)
+#else
+#define CompatSlotInvalidated(slot) \
+	(!XLogRecPtrIsInvalid((slot)->data.invalidated_at) && \
+	 XLogRecPtrIsInvalid((slot)->data.restart_lsn))
+#endif
+
 #endif							/* COSMOS_SINK_COMPAT_H */

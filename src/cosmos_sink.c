@@ -6,6 +6,7 @@
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
 
 #include "cosmos_sink.h"
 
@@ -13,9 +14,16 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
-/* Set up settings, then the parts that need shared_preload_libraries */
+/*
+ * Set up settings; the shared state and the worker only when preloaded (the
+ * library is also loaded on demand as an output plugin by SQL decoding).
+ */
 void
 _PG_init(void)
 {
 	GucInit();
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	StatusShmemInit();
+	WorkerRegister();
 }

@@ -28,11 +28,16 @@ extern int	CosmosSinkBatchMaxBytes;
 extern int	CosmosSinkMaxRuPerSecond;
 extern int	CosmosSinkRequestTimeoutMs;
 extern int	CosmosSinkConnectTimeoutMs;
+extern int	CosmosSinkBufferSizeKb;
+extern int	CosmosSinkPollIntervalMs;
 
 /* Module initialisers called from _PG_init */
 extern void GucInit(void);
+extern void WorkerRegister(void);
+extern void StatusShmemInit(void);
 
 /* Checks shared by add_route() and the worker: wal_level and plugin allow-list */
 extern void CheckDecodingPrerequisites(int elevel);
+extern bool DecodingPrerequisitesMet(char **problem);
 
 #endif							/* COSMOS_SINK_H */

@@ -30,6 +30,8 @@ int			CosmosSinkBatchMaxBytes = 1024 * 1024;
 int			CosmosSinkMaxRuPerSecond = 0;
 int			CosmosSinkRequestTimeoutMs = 10000;
 int			CosmosSinkConnectTimeoutMs = 5000;
+int			CosmosSinkBufferSizeKb = 64 * 1024;
+int			CosmosSinkPollIntervalMs = 10;
 
 /* Refuse slot names that PostgreSQL would refuse later, with its own message */
 static bool
@@ -130,6 +132,16 @@ GucInit(void)
 							NULL, &CosmosSinkConnectTimeoutMs, 5000, 100, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
+	DefineCustomIntVariable("cosmos_sink.buffer_size",
+							"Memory for changes decoded but not yet acknowledged.",
+							"When full, decoding waits for Cosmos DB: lag grows instead of memory.",
+							&CosmosSinkBufferSizeKb, 64 * 1024, 1024, 4 * 1024 * 1024,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmos_sink.poll_interval_ms",
+							"How often the worker looks for new WAL when it has caught up.",
+							NULL, &CosmosSinkPollIntervalMs, 10, 1, 10000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("cosmos_sink");
 }
 
@@ -153,6 +165,27 @@ PluginListIncludesUs(const char *list)
 			found = true;
 	}
 	return found;
+}
+
+/* Same checks for the worker: false and a message instead of an error */
+bool
+DecodingPrerequisitesMet(char **problem)
+{
+	const char *plugins;
+
+	if (wal_level < WAL_LEVEL_LOGICAL)
+	{
+		*problem = pstrdup("wal_level must be logical: set wal_level = logical in postgresql.conf and restart the server");
+		return false;
+	}
+	plugins = GetConfigOption("output_plugin_libraries", true, false);
+	if (plugins != NULL && !PluginListIncludesUs(plugins))
+	{
+		*problem = psprintf("output_plugin_libraries = '%s' does not allow the cosmos_sink plugin: set output_plugin_libraries = '%s%s%s' in postgresql.conf and reload",
+							plugins, plugins, plugins[0] ? ", " : "", COSMOS_SINK_PLUGIN);
+		return false;
+	}
+	return true;
 }
 
 /*

@@ -169,6 +169,17 @@ WriteJsonRecord(StringInfo out, ReorderBufferTXN *txn, RouteInfo *route,
 	appendStringInfoChar(out, '}');
 }
 
+/* Binary format: tell the worker about a route before its first record */
+static void
+AnnounceRoute(LogicalDecodingContext *ctx, RouteInfo *route)
+{
+	OutputPluginPrepareWrite(ctx, true);
+	RecordWriteRoute(ctx->out, route->route_id, route->relid, route->table_name,
+					 route->cosmos_database, route->container, route->pk_columns);
+	OutputPluginWrite(ctx, true);
+	route->announced = true;
+}
+
 /* Emit one change record in the session's format */
 static void
 EmitChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
@@ -176,6 +187,8 @@ EmitChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
 {
 	PluginState *state = ctx->output_plugin_private;
 
+	if (state->format == FORMAT_BINARY && !route->announced)
+		AnnounceRoute(ctx, route);
 	OutputPluginPrepareWrite(ctx, true);
 	if (state->format == FORMAT_BINARY)
 		RecordWriteChange(ctx->out, kind, route->route_id, id, pk, body);
@@ -393,6 +406,8 @@ PluginTruncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelation
 
 		if (!route->routed)
 			continue;
+		if (state->format == FORMAT_BINARY && !route->announced)
+			AnnounceRoute(ctx, route);
 		OutputPluginPrepareWrite(ctx, true);
 		if (state->format == FORMAT_BINARY)
 			RecordWriteTruncate(ctx->out, route->route_id);

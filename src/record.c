@@ -61,6 +61,21 @@ RecordWriteTruncate(StringInfo out, int32 route_id)
 	pq_sendint32(out, route_id);
 }
 
+/* Write a route announcement: what the worker needs to send its changes */
+void
+RecordWriteRoute(StringInfo out, int32 route_id, Oid relid, const char *table_name,
+				 const char *cosmos_database, const char *container,
+				 const char *pk_columns)
+{
+	pq_sendbyte(out, RECORD_ROUTE);
+	pq_sendint32(out, route_id);
+	pq_sendint32(out, relid);
+	WriteString(out, table_name);
+	WriteString(out, cosmos_database);
+	WriteString(out, container);
+	WriteString(out, pk_columns);
+}
+
 /* Bounds-checked reader over a record buffer */
 typedef struct Reader
 {
@@ -132,6 +147,14 @@ RecordParse(const char *data, Size len, ChangeRecord *rec)
 		case RECORD_TRUNCATE:
 			rec->route_id = (int32) ReadUint32(&r);
 			break;
+		case RECORD_ROUTE:
+			rec->route_id = (int32) ReadUint32(&r);
+			rec->relid = ReadUint32(&r);
+			rec->table_name = ReadString(&r, &rec->table_name_len);
+			rec->cosmos_database = ReadString(&r, &rec->cosmos_database_len);
+			rec->container = ReadString(&r, &rec->container_len);
+			rec->pk_columns = ReadString(&r, &rec->pk_columns_len);
+			break;
 		case RECORD_COMMIT:
 			rec->end_lsn = ReadUint64(&r);
 			rec->commit_time = (TimestampTz) ReadUint64(&r);
@@ -169,6 +192,19 @@ RecordAppendJson(StringInfo out, const ChangeRecord *rec)
 		return;
 	}
 	appendStringInfo(out, ",\"route_id\":%d", rec->route_id);
+	if (rec->kind == RECORD_ROUTE)
+	{
+		appendStringInfoString(out, ",\"table\":");
+		AppendJsonString(out, rec->table_name, rec->table_name_len);
+		appendStringInfoString(out, ",\"cosmos_database\":");
+		AppendJsonString(out, rec->cosmos_database, rec->cosmos_database_len);
+		appendStringInfoString(out, ",\"container\":");
+		AppendJsonString(out, rec->container, rec->container_len);
+		appendStringInfoString(out, ",\"partition_key\":");
+		appendBinaryStringInfo(out, rec->pk_columns, rec->pk_columns_len);
+		appendStringInfoChar(out, '}');
+		return;
+	}
 	if (rec->kind == RECORD_TRUNCATE)
 	{
 		appendStringInfoChar(out, '}');

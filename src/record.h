@@ -18,6 +18,7 @@
 #define RECORD_ERROR	'E'		/* a change that cannot become a document */
 #define RECORD_TRUNCATE 'T'
 #define RECORD_COMMIT	'C'		/* end of a transaction that had records */
+#define RECORD_ROUTE	'R'		/* a route as of this point, before its first change */
 
 /* A parsed binary record; strings point into the record buffer */
 typedef struct ChangeRecord
@@ -33,6 +34,15 @@ typedef struct ChangeRecord
 	XLogRecPtr	end_lsn;		/* commit: position to confirm once acked */
 	TimestampTz commit_time;	/* commit */
 	TransactionId xid;			/* commit */
+	Oid			relid;			/* route: the staging table */
+	const char *table_name;		/* route: schema.table */
+	int32		table_name_len;
+	const char *cosmos_database;	/* route */
+	int32		cosmos_database_len;
+	const char *container;		/* route */
+	int32		container_len;
+	const char *pk_columns;		/* route: partition key columns, a JSON array */
+	int32		pk_columns_len;
 } ChangeRecord;
 
 extern void RecordWriteChange(StringInfo out, char kind, int32 route_id,
@@ -40,6 +50,9 @@ extern void RecordWriteChange(StringInfo out, char kind, int32 route_id,
 extern void RecordWriteCommit(StringInfo out, XLogRecPtr end_lsn,
 							  TimestampTz commit_time, TransactionId xid);
 extern void RecordWriteTruncate(StringInfo out, int32 route_id);
+extern void RecordWriteRoute(StringInfo out, int32 route_id, Oid relid,
+							 const char *table_name, const char *cosmos_database,
+							 const char *container, const char *pk_columns);
 extern bool RecordParse(const char *data, Size len, ChangeRecord *rec);
 extern void RecordAppendJson(StringInfo out, const ChangeRecord *rec);
 

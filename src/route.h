@@ -43,6 +43,8 @@ typedef struct RouteInfo
 	AttrNumber	pk_attnums[ROUTE_MAX_PK_COLUMNS];
 	bool		old_is_full;	/* REPLICA IDENTITY FULL: old tuple is whole */
 	bool		old_has_keys;	/* old tuple carries id and partition key */
+	bool		announced;		/* route record sent since this entry was built */
+	char	   *pk_columns;		/* partition key column names as a JSON array */
 	DocumentShape *shape;		/* per-column JSON keys and types */
 } RouteInfo;
 

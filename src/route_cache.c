@@ -17,6 +17,7 @@
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
+#include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
@@ -190,6 +191,7 @@ FindColumn(TupleDesc desc, const char *name)
 static void
 ResolveRouteColumns(RouteInfo *entry, RouteRow *row, TupleDesc desc)
 {
+	StringInfoData names;
 	int			i;
 
 	entry->id_attnum = FindColumn(desc, row->id_column);
@@ -197,13 +199,20 @@ ResolveRouteColumns(RouteInfo *entry, RouteRow *row, TupleDesc desc)
 		entry->problem = psprintf("id column \"%s\" no longer exists in %s",
 								  row->id_column, entry->table_name);
 	entry->npk = row->npk;
+	initStringInfo(&names);
+	appendStringInfoChar(&names, '[');
 	for (i = 0; i < row->npk; i++)
 	{
+		if (i > 0)
+			appendStringInfoChar(&names, ',');
+		escape_json(&names, row->pk_columns[i]);
 		entry->pk_attnums[i] = FindColumn(desc, row->pk_columns[i]);
 		if (entry->pk_attnums[i] == InvalidAttrNumber)
 			entry->problem = psprintf("partition key column \"%s\" no longer exists in %s",
 									  row->pk_columns[i], entry->table_name);
 	}
+	appendStringInfoChar(&names, ']');
+	entry->pk_columns = names.data;
 }
 
 /* Whether the old tuple of UPDATE/DELETE carries the id and partition key */
@@ -242,6 +251,7 @@ BuildRouteInfo(RouteInfo *entry, Relation rel)
 	entry->cxt = AllocSetContextCreate(RouteCacheContext, "cosmos_sink route entry",
 									   ALLOCSET_SMALL_SIZES);
 	entry->problem = NULL;
+	entry->announced = false;
 	row = hash_search(RouteRows, &entry->relid, HASH_FIND, NULL);
 	entry->routed = row != NULL;
 	if (row != NULL)

@@ -1,0 +1,842 @@
+/*
+ * batch.c
+ *		Batching and coalescing. Each document has one slot: at most one change
+ *		in flight and the newest change waiting behind it, so the last committed
+ *		state wins and an older state never lands after a newer one. Ready
+ *		slots of a route are grouped into transactional batches (many changes
+ *		of one logical partition) or bulk requests per physical partition range.
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "common/hashfn.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "batch.h"
+#include "cosmos_client.h"
+#include "cosmos_sink.h"
+#include "deadletter.h"
+#include "status.h"
+
+/* A logical partition with at least this many ready changes gets its own batch */
+#define BATCH_MIN_SAME_PK		8
+#define BACKOFF_BASE_MS			100
+#define BACKOFF_MAX_MS			30000
+#define CONFIG_RETRY_MS			10000
+
+static MemoryContext BatchContext = NULL;
+static HTAB *Routes = NULL;		/* route_id -> SinkRoute */
+static HTAB *Slots = NULL;		/* "route:pk:id" -> DocSlot */
+static Size PendingBytes = 0;
+static int64 PendingChanges = 0;
+
+/* Hash of a slot key (the key field holds a pointer to the string) */
+static uint32
+SlotKeyHash(const void *key, Size keysize)
+{
+	const char *s = *(const char *const *) key;
+
+	return hash_bytes((const unsigned char *) s, strlen(s));
+}
+
+/* Equality of slot keys, for dynahash (0 = equal) */
+static int
+SlotKeyMatch(const void *key1, const void *key2, Size keysize)
+{
+	return strcmp(*(const char *const *) key1, *(const char *const *) key2);
+}
+
+/* Create the batcher's memory and hashes; once per worker process */
+void
+BatchInit(void)
+{
+	HASHCTL		ctl;
+
+	BatchContext = AllocSetContextCreate(TopMemoryContext, "cosmos_sink pending changes",
+										 ALLOCSET_DEFAULT_SIZES);
+	ctl.keysize = sizeof(int32);
+	ctl.entrysize = sizeof(SinkRoute);
+	ctl.hcxt = BatchContext;
+	Routes = hash_create("cosmos_sink worker routes", 16, &ctl,
+						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	ctl.keysize = sizeof(char *);
+	ctl.entrysize = sizeof(DocSlot);
+	ctl.hash = SlotKeyHash;
+	ctl.match = SlotKeyMatch;
+	ctl.hcxt = BatchContext;
+	Slots = hash_create("cosmos_sink documents", 4096, &ctl,
+						HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+}
+
+/* The route with this id, or NULL */
+SinkRoute *
+BatchFindRoute(int32 route_id)
+{
+	return hash_search(Routes, &route_id, HASH_FIND, NULL);
+}
+
+/* A copy of a length-delimited string in the batcher's memory */
+static char *
+CopyText(const char *s, int len)
+{
+	char	   *copy = MemoryContextAlloc(BatchContext, len + 1);
+
+	memcpy(copy, s, len);
+	copy[len] = '\0';
+	return copy;
+}
+
+/* Read the partition key column names of a route record (a JSON array of names) */
+static void
+ParsePkColumns(SinkRoute *route, const char *json, int len)
+{
+	const char *p = json;
+	const char *end = json + len;
+
+	route->npk = 0;
+	while (p < end && route->npk < COSMOS_MAX_PK_PATHS)
+	{
+		const char *start;
+
+		p = memchr(p, '"', end - p);
+		if (p == NULL)
+			break;
+		start = ++p;
+		while (p < end && *p != '"')
+			p += (*p == '\\') ? 2 : 1;
+		strlcpy(route->pk_columns[route->npk++], start,
+				Min((Size) (p - start) + 1, NAMEDATALEN));
+		p++;
+	}
+}
+
+/* A route record: create or refresh the worker's view of a route */
+void
+BatchRoute(const ChangeRecord *rec)
+{
+	bool		found;
+	SinkRoute  *route = hash_search(Routes, &rec->route_id, HASH_ENTER, &found);
+
+	if (found)
+		return;					/* route ids are never reused; same route, same target */
+	memset(((char *) route) + sizeof(int32), 0, sizeof(SinkRoute) - sizeof(int32));
+	route->relid = rec->relid;
+	route->table_name = CopyText(rec->table_name, rec->table_name_len);
+	route->cosmos_database = CopyText(rec->cosmos_database, rec->cosmos_database_len);
+	route->container = CopyText(rec->container, rec->container_len);
+	ParsePkColumns(route, rec->pk_columns, rec->pk_columns_len);
+	dlist_init(&route->ready);
+	route->container_status = CONTAINER_UNKNOWN;
+	CosmosRouteUrls(route);
+}
+
+/* The route of a change record; a change before its route record is a bug */
+static SinkRoute *
+RouteOf(const ChangeRecord *rec)
+{
+	SinkRoute  *route = BatchFindRoute(rec->route_id);
+
+	if (route == NULL)
+		elog(ERROR, "cosmos_sink: change for unknown route %d", rec->route_id);
+	return route;
+}
+
+/* Memory a change holds */
+static Size
+ChangeSize(const Change *change)
+{
+	return offsetof(Change, data) + change->id_len + change->pk_len + change->doc_len + 3;
+}
+
+/* Copy a decoded change into the batcher */
+static Change *
+NewChange(const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn)
+{
+	Change	   *change = MemoryContextAlloc(BatchContext, offsetof(Change, data) +
+											rec->id_len + rec->pk_len + rec->body_len + 3);
+	char	   *p = change->data;
+
+	change->slot = NULL;
+	change->txn = txn;
+	change->kind = rec->kind;
+	change->lsn = lsn;
+	change->attempts = 0;
+	change->id_len = rec->id_len;
+	change->pk_len = rec->pk_len;
+	change->doc_len = rec->kind == RECORD_UPSERT ? rec->body_len : 0;
+	change->id = p;
+	memcpy(p, rec->id, rec->id_len);
+	p[rec->id_len] = '\0';
+	p += rec->id_len + 1;
+	change->pk = p;
+	memcpy(p, rec->pk, rec->pk_len);
+	p[rec->pk_len] = '\0';
+	p += rec->pk_len + 1;
+	change->doc = p;
+	memcpy(p, rec->body, change->doc_len);
+	p[change->doc_len] = '\0';
+	PendingBytes += ChangeSize(change);
+	PendingChanges++;
+	return change;
+}
+
+/* A change is done (acknowledged, superseded or handed to dead_letters) */
+static void
+ChangeDone(Change *change, bool count_done)
+{
+	if (count_done)
+		CheckpointChangeDone(change->txn);
+	PendingBytes -= ChangeSize(change);
+	PendingChanges--;
+	pfree(change);
+}
+
+/* Park a change in dead_letters; its transaction counts it done once written */
+static void
+ChangeDeadLetter(SinkRoute *route, Change *change, int status, int substatus,
+				 const char *error)
+{
+	DeadLetterAdd(route->relid, change->lsn, change->kind, change->id, change->id_len,
+				  change->pk, change->pk_len, change->doc, change->doc_len,
+				  status, substatus, error, change->txn);
+	pg_atomic_fetch_add_u64(&CosmosSinkState->dead_lettered, 1);
+	ChangeDone(change, false);
+}
+
+/* Put a slot with a waiting change on its route's ready list (retries first) */
+static void
+SlotEnqueue(DocSlot *slot, bool front)
+{
+	if (slot->queued || slot->waiting == NULL || slot->in_flight != NULL)
+		return;
+	if (front)
+		dlist_push_head(&slot->route->ready, &slot->ready_node);
+	else
+		dlist_push_tail(&slot->route->ready, &slot->ready_node);
+	slot->queued = true;
+	slot->route->nready++;
+}
+
+/* Drop a slot that has nothing left to send */
+static void
+SlotSettle(DocSlot *slot, bool retry)
+{
+	char	   *key;
+
+	if (slot->waiting != NULL)
+	{
+		SlotEnqueue(slot, retry);
+		return;
+	}
+	if (slot->in_flight != NULL)
+		return;
+	key = slot->key;
+	hash_search(Slots, &key, HASH_REMOVE, NULL);
+	pfree(key);
+}
+
+/* Local checks Cosmos DB would fail anyway: park such changes at once */
+static bool
+ChangeIsPoison(SinkRoute *route, Change *change)
+{
+	const char *reason = CosmosInvalidIdReason(change->id, change->id_len);
+
+	if (reason != NULL)
+	{
+		ChangeDeadLetter(route, change, 400, 0, reason);
+		return true;
+	}
+	if (change->doc_len > COSMOS_MAX_DOC_BYTES - 1024)
+	{
+		ChangeDeadLetter(route, change, 413, 0,
+						 psprintf("document of %d bytes is over the 2 MB item limit of Cosmos DB",
+								  change->doc_len));
+		return true;
+	}
+	return false;
+}
+
+/* An upsert or delete record: the newest state of its document */
+void
+BatchAddChange(const ChangeRecord *rec, XLogRecPtr lsn)
+{
+	SinkRoute  *route = RouteOf(rec);
+	TxnAck	   *txn = CheckpointOpenTxn();
+	Change	   *change;
+	DocSlot    *slot;
+	char	   *key;
+	bool		found;
+
+	txn->pending++;
+	change = NewChange(rec, lsn, txn);
+	if (ChangeIsPoison(route, change))
+		return;
+
+	key = MemoryContextAlloc(BatchContext, 24 + change->pk_len + change->id_len);
+	sprintf(key, "%d:%s:%s", rec->route_id, change->pk, change->id);
+	slot = hash_search(Slots, &key, HASH_ENTER, &found);
+	if (found)
+		pfree(key);
+	else
+	{
+		slot->route = route;
+		slot->in_flight = NULL;
+		slot->waiting = NULL;
+		slot->queued = false;
+	}
+	change->slot = slot;
+	if (slot->waiting != NULL)
+		ChangeDone(slot->waiting, true);	/* superseded by this newer state */
+	slot->waiting = change;
+	SlotEnqueue(slot, false);
+}
+
+/* A change the plugin could not turn into a document: park it with the reason */
+void
+BatchAddProblem(const ChangeRecord *rec, XLogRecPtr lsn)
+{
+	SinkRoute  *route = RouteOf(rec);
+	TxnAck	   *txn = CheckpointOpenTxn();
+	char	   *error = pnstrdup(rec->body, rec->body_len);
+
+	txn->pending++;
+	DeadLetterAdd(route->relid, lsn, RECORD_ERROR, rec->id, rec->id_len, rec->pk,
+				  rec->pk_len, NULL, 0, 0, 0, error, txn);
+	pg_atomic_fetch_add_u64(&CosmosSinkState->dead_lettered, 1);
+	ereport(WARNING,
+			(errmsg("cosmos_sink: change of %s parked in dead_letters: %s",
+					route->table_name, error)));
+	pfree(error);
+}
+
+/* TRUNCATE of a routed table: documents are kept; say so and count it */
+void
+BatchTruncate(const ChangeRecord *rec)
+{
+	SinkRoute  *route = RouteOf(rec);
+
+	pg_atomic_fetch_add_u64(&CosmosSinkState->truncates, 1);
+	ereport(WARNING,
+			(errmsg("cosmos_sink: TRUNCATE of %s is not forwarded; the documents in %s/%s are kept",
+					route->table_name, route->cosmos_database, route->container),
+			 errhint("Delete them in Cosmos DB, or remove and re-add the route to start over.")));
+}
+
+/* A commit record closes the open transaction */
+void
+BatchCommit(const ChangeRecord *rec)
+{
+	CheckpointCommitTxn(rec->end_lsn, rec->commit_time);
+}
+
+/* Memory held by changes not yet done */
+Size
+BatchPendingBytes(void)
+{
+	return PendingBytes;
+}
+
+/* Number of changes not yet done */
+int64
+BatchPendingChanges(void)
+{
+	return PendingChanges;
+}
+
+/* Jittered exponential backoff after consecutive failures */
+static long
+BackoffMs(int failures)
+{
+	double		ms = BACKOFF_BASE_MS * pow(2.0, Min(failures, 10));
+
+	ms = Min(ms, BACKOFF_MAX_MS);
+	return (long) (ms / 2 + pg_prng_double(&pg_global_prng_state) * ms / 2);
+}
+
+/* Hold a route's requests for ms */
+static void
+RouteBackoff(SinkRoute *route, long ms, bool throttled)
+{
+	TimestampTz until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ms);
+
+	if (until > route->resume_at)
+		route->resume_at = until;
+	route->throttled = throttled;
+}
+
+/* Submit a request for a route */
+static void
+SubmitRequest(SinkRoute *route, SinkRequestKind kind, HttpRequest *http, Change **ops, int nops)
+{
+	SinkRequest *sr = MemoryContextAllocZero(BatchContext, sizeof(SinkRequest));
+
+	sr->kind = kind;
+	sr->route = route;
+	sr->http = http;
+	sr->ops = ops;
+	sr->nops = nops;
+	http->owner = sr;
+	HttpSubmit(http);
+	route->requests_in_flight++;
+	pg_atomic_fetch_add_u64(&CosmosSinkState->requests, 1);
+}
+
+/* Read the container definition or its ranges when needed */
+static void
+DispatchMetadata(SinkRoute *route, TimestampTz now)
+{
+	if (route->requests_in_flight > 0 || now < route->resume_at)
+		return;
+	if (route->container_status == CONTAINER_UNKNOWN || route->container_status == CONTAINER_ERROR)
+	{
+		route->container_status = CONTAINER_FETCHING;
+		SubmitRequest(route, SINK_REQUEST_CONTAINER, CosmosContainerRequest(route), NULL, 0);
+	}
+	else if (route->container_status == CONTAINER_NEED_RANGES)
+	{
+		route->container_status = CONTAINER_FETCHING;
+		SubmitRequest(route, SINK_REQUEST_PKRANGES, CosmosPkRangesRequest(route), NULL, 0);
+	}
+}
+
+/* Order changes by partition key value (then keep arrival order) */
+static int
+ComparePk(const void *a, const void *b)
+{
+	const Change *ca = *(Change *const *) a;
+	const Change *cb = *(Change *const *) b;
+
+	return strcmp(ca->pk, cb->pk);
+}
+
+/* Physical range of a change (0 when the container has one range) */
+static int
+ChangeRange(SinkRoute *route, Change *change)
+{
+	char		epk[COSMOS_EPK_HEX_LEN * COSMOS_MAX_PK_PATHS * 4 + 1];
+	char	   *errmsg;
+	int			idx;
+
+	if (route->nranges <= 1)
+		return 0;
+	if (!CosmosEffectivePartitionKey(&route->pk_def, change->pk, change->pk_len,
+									 epk, sizeof(epk), &errmsg))
+		return 0;				/* a bad key fails in the request and is parked */
+	idx = CosmosFindPkRange(route->ranges, route->nranges, epk);
+	return idx < 0 ? 0 : idx;
+}
+
+/* Order changes by physical range */
+static SinkRoute *SortRoute;
+static int
+CompareRange(const void *a, const void *b)
+{
+	int			ra = ChangeRange(SortRoute, *(Change *const *) a);
+	int			rb = ChangeRange(SortRoute, *(Change *const *) b);
+
+	return ra - rb;
+}
+
+/* Send ops[0..n) as requests of at most batch_max_ops / batch_max_bytes each */
+static void
+SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
+{
+	int			start = 0;
+
+	while (start < n)
+	{
+		int			end = start;
+		int			bytes = 2;
+		int			range = atomic ? 0 : ChangeRange(route, ops[start]);
+		Change	  **chunk;
+		CosmosOp	op;
+
+		while (end < n && end - start < CosmosSinkBatchMaxOps)
+		{
+			if (atomic && strcmp(ops[end]->pk, ops[start]->pk) != 0)
+				break;
+			if (!atomic && ChangeRange(route, ops[end]) != range)
+				break;
+			op.kind = ops[end]->kind == RECORD_UPSERT ? COSMOS_OP_UPSERT : COSMOS_OP_DELETE;
+			op.id = ops[end]->id;
+			op.id_len = ops[end]->id_len;
+			op.pk_json = ops[end]->pk;
+			op.pk_len = ops[end]->pk_len;
+			op.doc = ops[end]->doc;
+			op.doc_len = ops[end]->doc_len;
+			bytes += CosmosOpBodySize(&op);
+			if (end > start && bytes > CosmosSinkBatchMaxBytes)
+				break;
+			end++;
+		}
+		chunk = MemoryContextAlloc(BatchContext, sizeof(Change *) * (end - start));
+		memcpy(chunk, ops + start, sizeof(Change *) * (end - start));
+		SubmitRequest(route, atomic ? SINK_REQUEST_BATCH : SINK_REQUEST_BULK,
+					  CosmosWriteRequest(route, chunk, end - start, atomic,
+										 atomic ? NULL : route->ranges[range].id),
+					  chunk, end - start);
+		start = end;
+	}
+}
+
+/* Take up to max ready changes of a route, marking them in flight */
+static int
+TakeReady(SinkRoute *route, Change **ops, int max)
+{
+	int			n = 0;
+
+	while (n < max && !dlist_is_empty(&route->ready))
+	{
+		DocSlot    *slot = dlist_container(DocSlot, ready_node, dlist_pop_head_node(&route->ready));
+
+		slot->queued = false;
+		route->nready--;
+		slot->in_flight = slot->waiting;
+		slot->waiting = NULL;
+		ops[n++] = slot->in_flight;
+	}
+	return n;
+}
+
+/* Build and submit the requests of one route, within the free request slots */
+static void
+DispatchWrites(SinkRoute *route, int free_requests)
+{
+	int			max = free_requests * CosmosSinkBatchMaxOps;
+	Change	  **ops = palloc(sizeof(Change *) * Min(max, route->nready));
+	Change	  **bulk;
+	int			n = TakeReady(route, ops, max);
+	int			nbulk = 0;
+	int			i = 0;
+
+	bulk = palloc(sizeof(Change *) * n);
+	qsort(ops, n, sizeof(Change *), ComparePk);
+	while (i < n)
+	{
+		int			j = i + 1;
+
+		while (j < n && strcmp(ops[j]->pk, ops[i]->pk) == 0)
+			j++;
+		if (j - i >= BATCH_MIN_SAME_PK)
+			SubmitChunks(route, ops + i, j - i, true);
+		else
+		{
+			memcpy(bulk + nbulk, ops + i, sizeof(Change *) * (j - i));
+			nbulk += j - i;
+		}
+		i = j;
+	}
+	if (nbulk > 0)
+	{
+		SortRoute = route;
+		qsort(bulk, nbulk, sizeof(Change *), CompareRange);
+		SubmitChunks(route, bulk, nbulk, false);
+	}
+	pfree(bulk);
+	pfree(ops);
+}
+
+/* Submit what can be sent now; returns the number of requests in flight */
+int
+BatchDispatch(void)
+{
+	HASH_SEQ_STATUS status;
+	SinkRoute  *route;
+	TimestampTz now = GetCurrentTimestamp();
+
+	hash_seq_init(&status, Routes);
+	while ((route = hash_seq_search(&status)) != NULL)
+	{
+		int			free_requests = CosmosSinkMaxInFlight - HttpInFlight();
+
+		if (route->nready == 0)
+			continue;
+		if (route->container_status != CONTAINER_READY)
+		{
+			DispatchMetadata(route, now);
+			continue;
+		}
+		if (now < route->resume_at || free_requests <= 0)
+			continue;
+		route->throttled = false;
+		DispatchWrites(route, free_requests);
+	}
+	return HttpInFlight();
+}
+
+/* Log a failed request once, with what support needs and never a secret */
+static void
+LogFailedRequest(SinkRoute *route, SinkRequest *sr, const char *outcome)
+{
+	HttpRequest *http = sr->http;
+	char	   *problem = CosmosRequestProblem(http);
+
+	ereport(LOG,
+			(errmsg("cosmos_sink: request to %s/%s failed (%s): %s",
+					route->cosmos_database, route->container, outcome, problem),
+			 errdetail("%d operations, status %ld/%d, %.2f RU, %ld ms, activity id %s",
+					   sr->nops, http->status, http->substatus, http->request_charge,
+					   HttpDurationMs(http), http->activity_id[0] ? http->activity_id : "none")));
+}
+
+/* Apply the outcome of one operation to its document slot */
+static void
+ApplyOutcome(SinkRoute *route, Change *change, CosmosOutcome outcome,
+			 const CosmosOpResult *result, const char *problem)
+{
+	DocSlot    *slot = change->slot;
+	bool		retry = false;
+
+	slot->in_flight = NULL;
+	switch (outcome)
+	{
+		case COSMOS_SUCCESS:
+		case COSMOS_SUCCESS_ABSENT:
+			pg_atomic_fetch_add_u64(change->kind == RECORD_UPSERT ?
+									&CosmosSinkState->upserts : &CosmosSinkState->deletes, 1);
+			ChangeDone(change, true);
+			break;
+		case COSMOS_POISON:
+			ChangeDeadLetter(route, change, result->status, result->substatus, problem);
+			break;
+		default:
+			if (slot->waiting != NULL)
+				ChangeDone(change, true);	/* a newer state will be sent instead */
+			else
+			{
+				change->attempts++;
+				slot->waiting = change;
+				retry = true;
+			}
+			break;
+	}
+	SlotSettle(slot, retry);
+}
+
+/* Route-level consequence of the worst outcome of a request */
+static void
+ApplyRouteOutcome(SinkRoute *route, SinkRequest *sr, CosmosOutcome worst,
+				  const CosmosOpResult *result)
+{
+	switch (worst)
+	{
+		case COSMOS_THROTTLED:
+			RouteBackoff(route, Max(result->retry_after_ms, 5), true);
+			break;
+		case COSMOS_TRANSIENT:
+			route->failures++;
+			RouteBackoff(route, BackoffMs(route->failures), false);
+			break;
+		case COSMOS_REROUTE:
+			route->container_status = CONTAINER_NEED_RANGES;
+			break;
+		case COSMOS_REFRESH_CONTAINER:
+			route->container_status = CONTAINER_UNKNOWN;
+			break;
+		case COSMOS_CONFIG_ERROR:
+			route->container_status = CONTAINER_ERROR;
+			RouteBackoff(route, CONFIG_RETRY_MS, false);
+			StatusSetError("%s/%s: %s", route->cosmos_database, route->container,
+						   CosmosRequestProblem(sr->http));
+			break;
+		default:
+			route->failures = 0;
+			break;
+	}
+}
+
+/* Severity order of outcomes, to pick what a request means for its route */
+static int
+OutcomeRank(CosmosOutcome outcome)
+{
+	switch (outcome)
+	{
+		case COSMOS_CONFIG_ERROR:
+			return 5;
+		case COSMOS_REFRESH_CONTAINER:
+			return 4;
+		case COSMOS_REROUTE:
+			return 3;
+		case COSMOS_THROTTLED:
+			return 2;
+		case COSMOS_TRANSIENT:
+			return 1;
+		default:
+			return 0;
+	}
+}
+
+/* A batch or bulk request finished: settle every operation */
+static void
+CompleteWrite(SinkRequest *sr)
+{
+	SinkRoute  *route = sr->route;
+	HttpRequest *http = sr->http;
+	CosmosOpResult *results = palloc0(sizeof(CosmosOpResult) * sr->nops);
+	bool		per_op = http->status == 200 || http->status == 207;
+	CosmosOutcome worst = COSMOS_SUCCESS;
+	int			worst_index = 0;
+	bool		acked = false;
+	int			i;
+
+	CosmosOpResults(http, sr->nops, results);
+	for (i = 0; i < sr->nops; i++)
+	{
+		Change	   *change = sr->ops[i];
+		CosmosOpKind kind = change->kind == RECORD_UPSERT ? COSMOS_OP_UPSERT : COSMOS_OP_DELETE;
+		CosmosOutcome outcome = CosmosClassify(results[i].status, results[i].substatus,
+											   kind, !per_op);
+
+		if (OutcomeRank(outcome) > OutcomeRank(worst))
+		{
+			worst = outcome;
+			worst_index = i;
+		}
+		acked |= outcome == COSMOS_SUCCESS || outcome == COSMOS_SUCCESS_ABSENT;
+		ApplyOutcome(route, change, outcome, &results[i],
+					 outcome == COSMOS_POISON ? CosmosRequestProblem(http) : NULL);
+	}
+	if (acked)
+		CosmosSinkState->last_ack_at = GetCurrentTimestamp();
+	if (worst != COSMOS_SUCCESS)
+		LogFailedRequest(route, sr, CosmosOutcomeName(worst));
+	ApplyRouteOutcome(route, sr, worst, &results[worst_index]);
+	if (worst == COSMOS_SUCCESS)
+		StatusClearError();
+	pfree(results);
+}
+
+/* Mark a container unusable for now, with the reason in status.last_error */
+static void
+ContainerFailed(SinkRoute *route, const char *fmt, const char *detail)
+{
+	route->container_status = CONTAINER_ERROR;
+	RouteBackoff(route, CONFIG_RETRY_MS, false);
+	StatusSetError(fmt, route->cosmos_database, route->container, detail);
+	ereport(LOG, (errmsg(fmt, route->cosmos_database, route->container, detail)));
+}
+
+/* Check the container's partition key paths against the route's columns */
+static char *
+PartitionKeyMismatch(SinkRoute *route)
+{
+	StringInfoData want;
+	bool		same = route->pk_def.npaths == route->npk;
+	int			i;
+
+	initStringInfo(&want);
+	for (i = 0; i < route->npk; i++)
+	{
+		appendStringInfo(&want, "%s/%s", i ? ", " : "", route->pk_columns[i]);
+		if (same && strcmp(route->pk_def.paths[i] + 1, route->pk_columns[i]) != 0)
+			same = false;
+	}
+	if (same)
+		return NULL;
+	return psprintf("route %s wants partition key %s but the container has %s%s%s",
+					route->table_name, want.data, route->pk_def.paths[0],
+					route->pk_def.npaths > 1 ? ", " : "",
+					route->pk_def.npaths > 1 ? route->pk_def.paths[1] : "");
+}
+
+/* A metadata read finished: move the container towards READY */
+static void
+CompleteMetadata(SinkRequest *sr)
+{
+	SinkRoute  *route = sr->route;
+	HttpRequest *http = sr->http;
+	char	   *errmsg = NULL;
+	CosmosOutcome outcome;
+
+	if (http->status == 200)
+	{
+		if (sr->kind == SINK_REQUEST_CONTAINER)
+		{
+			if (!CosmosParseContainer(http->response, http->response_len, &route->pk_def, &errmsg))
+				ContainerFailed(route, "%s/%s: unreadable container definition: %s", errmsg);
+			else if ((errmsg = PartitionKeyMismatch(route)) != NULL)
+				ContainerFailed(route, "%s/%s: %s", errmsg);
+			else
+				route->container_status = CONTAINER_NEED_RANGES;
+		}
+		else if (!CosmosParsePkRanges(http->response, http->response_len, &route->ranges,
+									  &route->nranges, &errmsg))
+			ContainerFailed(route, "%s/%s: unreadable partition key ranges: %s", errmsg);
+		else
+			route->container_status = CONTAINER_READY;
+		return;
+	}
+	outcome = CosmosClassify(http->status, http->substatus, COSMOS_OP_UPSERT, true);
+	if (outcome == COSMOS_CONFIG_ERROR || outcome == COSMOS_POISON)
+	{
+		ContainerFailed(route, http->status == 404 ?
+						"%s/%s: container not found: %s" : "%s/%s: %s",
+						CosmosRequestProblem(http));
+		return;
+	}
+	route->container_status = sr->kind == SINK_REQUEST_CONTAINER ?
+		CONTAINER_UNKNOWN : CONTAINER_NEED_RANGES;
+	LogFailedRequest(route, sr, CosmosOutcomeName(outcome));
+	route->failures++;
+	RouteBackoff(route, outcome == COSMOS_THROTTLED ? Max(http->retry_after_ms, 5) :
+				 BackoffMs(route->failures), outcome == COSMOS_THROTTLED);
+}
+
+/* A request finished: account for it and settle what it carried */
+void
+BatchComplete(HttpRequest *http)
+{
+	SinkRequest *sr = http->owner;
+
+	sr->route->requests_in_flight--;
+	if (sr->kind == SINK_REQUEST_BATCH || sr->kind == SINK_REQUEST_BULK)
+		CompleteWrite(sr);
+	else
+		CompleteMetadata(sr);
+	HttpRequestFree(http);
+	if (sr->ops)
+		pfree(sr->ops);
+	pfree(sr);
+}
+
+/* Whether some route is waiting out a 429 */
+bool
+BatchThrottled(void)
+{
+	HASH_SEQ_STATUS status;
+	SinkRoute  *route;
+	TimestampTz now = GetCurrentTimestamp();
+	bool		throttled = false;
+
+	hash_seq_init(&status, Routes);
+	while ((route = hash_seq_search(&status)) != NULL)
+		throttled |= route->throttled && route->resume_at > now;
+	return throttled;
+}
+
+/* How long the worker may sleep before a route's backoff ends (at most max_ms) */
+long
+BatchNextWakeMs(long max_ms)
+{
+	HASH_SEQ_STATUS status;
+	SinkRoute  *route;
+	TimestampTz now = GetCurrentTimestamp();
+
+	hash_seq_init(&status, Routes);
+	while ((route = hash_seq_search(&status)) != NULL)
+	{
+		if (route->nready == 0 ||
+			(route->container_status != CONTAINER_READY && route->requests_in_flight > 0))
+			continue;
+		if (route->resume_at <= now)
+			max_ms = 0;
+		else
+			max_ms = Min(max_ms, TimestampDifferenceMilliseconds(now, route->resume_at));
+	}
+	return max_ms;
+}

@@ -1,0 +1,116 @@
+/*
+ * batch.h
+ *		Batching and coalescing: the worker's in-memory set of changes waiting
+ *		for Cosmos DB, one slot per document (last committed state wins, one
+ *		request in flight per document), grouped into per-partition requests.
+ */
+#ifndef COSMOS_SINK_BATCH_H
+#define COSMOS_SINK_BATCH_H
+
+#include "postgres.h"
+
+#include "lib/ilist.h"
+
+#include "checkpoint.h"
+#include "cosmos.h"
+#include "http.h"
+#include "record.h"
+
+typedef enum ContainerStatus
+{
+	CONTAINER_UNKNOWN,			/* definition not read yet */
+	CONTAINER_FETCHING,			/* GET container or pkranges in flight */
+	CONTAINER_NEED_RANGES,		/* definition known, ranges stale */
+	CONTAINER_READY,
+	CONTAINER_ERROR				/* missing, mismatched or unauthorized: retry slowly */
+} ContainerStatus;
+
+/* A route as the worker knows it (from the plugin's route records) */
+typedef struct SinkRoute
+{
+	int32		route_id;		/* hash key */
+	Oid			relid;
+	char	   *table_name;
+	char	   *cosmos_database;
+	char	   *container;
+	int			npk;
+	char		pk_columns[COSMOS_MAX_PK_PATHS][NAMEDATALEN];
+	char	   *path;			/* dbs/{db}/colls/{coll}, URL-encoded */
+	char	   *resource_link;	/* dbs/{db}/colls/{coll}, for signing */
+
+	ContainerStatus container_status;
+	CosmosPartitionKeyDef pk_def;
+	CosmosPkRange *ranges;
+	int			nranges;
+	char	   *container_error;	/* why CONTAINER_ERROR */
+
+	dlist_head	ready;			/* DocSlots with a change ready to send */
+	int			nready;
+	int			requests_in_flight;
+	TimestampTz resume_at;		/* backoff after 429 or failures */
+	bool		throttled;		/* resume_at is a 429 wait */
+	int			failures;		/* consecutive failed requests */
+} SinkRoute;
+
+/* One change of one document, as decoded */
+typedef struct Change
+{
+	struct DocSlot *slot;
+	TxnAck	   *txn;
+	char		kind;			/* RECORD_UPSERT or RECORD_DELETE */
+	XLogRecPtr	lsn;
+	int			attempts;
+	int32		id_len;
+	int32		pk_len;
+	int32		doc_len;
+	char	   *id;
+	char	   *pk;
+	char	   *doc;
+	char		data[FLEXIBLE_ARRAY_MEMBER];
+} Change;
+
+/* One document: the change in flight and the newest change waiting behind it */
+typedef struct DocSlot
+{
+	char	   *key;			/* hash key "route:pk:id", owned */
+	SinkRoute  *route;
+	Change	   *in_flight;
+	Change	   *waiting;
+	dlist_node	ready_node;
+	bool		queued;			/* in route->ready */
+} DocSlot;
+
+typedef enum SinkRequestKind
+{
+	SINK_REQUEST_BATCH,			/* transactional batch, one logical partition */
+	SINK_REQUEST_BULK,			/* non-atomic, one physical partition range */
+	SINK_REQUEST_CONTAINER,		/* GET container definition */
+	SINK_REQUEST_PKRANGES		/* GET partition key ranges */
+} SinkRequestKind;
+
+/* A request in flight; http->owner points back here */
+typedef struct SinkRequest
+{
+	SinkRequestKind kind;
+	SinkRoute  *route;
+	HttpRequest *http;
+	int			nops;
+	Change	  **ops;
+	int			attempt;
+} SinkRequest;
+
+extern void BatchInit(void);
+extern void BatchRoute(const ChangeRecord *rec);
+extern void BatchAddChange(const ChangeRecord *rec, XLogRecPtr lsn);
+extern void BatchAddProblem(const ChangeRecord *rec, XLogRecPtr lsn);
+extern void BatchTruncate(const ChangeRecord *rec);
+extern void BatchCommit(const ChangeRecord *rec);
+extern Size BatchPendingBytes(void);
+extern int64 BatchPendingChanges(void);
+extern int	BatchDispatch(void);
+extern void BatchComplete(HttpRequest *http);
+extern bool BatchThrottled(void);
+extern long BatchNextWakeMs(long max_ms);
+extern SinkRoute *BatchFindRoute(int32 route_id);
+
+#endif							/* COSMOS_SINK_BATCH_H */

@@ -1,0 +1,25 @@
+/*
+ * cosmos_client.h
+ *		Requests to Cosmos DB for the worker: endpoint and credentials, signed
+ *		container/pkranges reads, batch and bulk writes, and per-op results.
+ */
+#ifndef COSMOS_SINK_COSMOS_CLIENT_H
+#define COSMOS_SINK_COSMOS_CLIENT_H
+
+#include "postgres.h"
+
+#include "batch.h"
+#include "cosmos.h"
+#include "http.h"
+
+extern bool CosmosClientConfigure(char **errmsg);
+extern bool CosmosClientCredentialsStale(void);
+extern void CosmosRouteUrls(SinkRoute *route);
+extern HttpRequest *CosmosContainerRequest(SinkRoute *route);
+extern HttpRequest *CosmosPkRangesRequest(SinkRoute *route);
+extern HttpRequest *CosmosWriteRequest(SinkRoute *route, Change **ops, int nops,
+									   bool atomic, const char *range_id);
+extern void CosmosOpResults(HttpRequest *req, int nops, CosmosOpResult *results);
+extern char *CosmosRequestProblem(HttpRequest *req);
+
+#endif							/* COSMOS_SINK_COSMOS_CLIENT_H */

@@ -1,0 +1,172 @@
+/*
+ * deadletter.c
+ *		Parking of poison records in cosmos_sink.dead_letters. Rows are queued
+ *		in memory while decoding (which must not write) and inserted between
+ *		decoding rounds; only then do their transactions count them as done, so
+ *		the confirmed LSN never passes a record that is neither sent nor parked.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/pg_lsn.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+
+#include "deadletter.h"
+#include "record.h"
+
+typedef struct DeadLetter
+{
+	struct DeadLetter *next;
+	Oid			relid;
+	XLogRecPtr	lsn;
+	const char *operation;
+	char	   *id;				/* NULL when unknown */
+	char	   *pk;
+	char	   *doc;
+	int			status;			/* 0 = not sent */
+	int			substatus;
+	char	   *error;
+	TxnAck	   *txn;
+} DeadLetter;
+
+static MemoryContext DeadLetterContext = NULL;
+static DeadLetter *QueueHead = NULL;
+static DeadLetter *QueueTail = NULL;
+static int	Queued = 0;
+
+/* Set up the queue's memory; once per worker process */
+void
+DeadLetterInit(void)
+{
+	DeadLetterContext = AllocSetContextCreate(TopMemoryContext, "cosmos_sink dead letters",
+											  ALLOCSET_SMALL_SIZES);
+}
+
+/* Copy of a length-delimited string, or NULL for an empty one */
+static char *
+CopyOrNull(const char *s, int len)
+{
+	return (s == NULL || len == 0) ? NULL : MemoryContextStrdup(DeadLetterContext, pnstrdup(s, len));
+}
+
+/* Queue a record for dead_letters; txn counts it done once the row is written */
+void
+DeadLetterAdd(Oid relid, XLogRecPtr lsn, char kind, const char *id, int id_len,
+			  const char *pk, int pk_len, const char *doc, int doc_len, int status,
+			  int substatus, const char *error, TxnAck *txn)
+{
+	DeadLetter *dl = MemoryContextAllocZero(DeadLetterContext, sizeof(DeadLetter));
+
+	dl->relid = relid;
+	dl->lsn = lsn;
+	dl->operation = kind == RECORD_UPSERT ? "upsert" : kind == RECORD_DELETE ? "delete" : "error";
+	dl->id = CopyOrNull(id, id_len);
+	dl->pk = CopyOrNull(pk, pk_len);
+	dl->doc = CopyOrNull(doc, doc_len);
+	dl->status = status;
+	dl->substatus = substatus;
+	dl->error = MemoryContextStrdup(DeadLetterContext, error ? error : "unknown error");
+	dl->txn = txn;
+	if (QueueTail)
+		QueueTail->next = dl;
+	else
+		QueueHead = dl;
+	QueueTail = dl;
+	Queued++;
+}
+
+/* Records waiting to be written */
+int
+DeadLetterQueued(void)
+{
+	return Queued;
+}
+
+/* Insert one row; document may be NULL when it is not valid jsonb */
+static void
+InsertRow(DeadLetter *dl, bool with_document, const char *error)
+{
+	Datum		values[9];
+	char		nulls[9];
+	Oid			types[9] = {OIDOID, LSNOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+	INT4OID, INT4OID, TEXTOID};
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = ObjectIdGetDatum(dl->relid);
+	values[1] = LSNGetDatum(dl->lsn);
+	values[2] = CStringGetTextDatum(dl->operation);
+	values[3] = dl->id ? CStringGetTextDatum(dl->id) : (Datum) 0;
+	nulls[3] = dl->id ? ' ' : 'n';
+	values[4] = dl->pk ? CStringGetTextDatum(dl->pk) : (Datum) 0;
+	nulls[4] = dl->pk ? ' ' : 'n';
+	values[5] = (with_document && dl->doc) ? CStringGetTextDatum(dl->doc) : (Datum) 0;
+	nulls[5] = (with_document && dl->doc) ? ' ' : 'n';
+	values[6] = Int32GetDatum(dl->status);
+	nulls[6] = dl->status ? ' ' : 'n';
+	values[7] = Int32GetDatum(dl->substatus);
+	nulls[7] = dl->status ? ' ' : 'n';
+	values[8] = CStringGetTextDatum(error);
+	if (SPI_execute_with_args("INSERT INTO cosmos_sink.dead_letters (staging_table, lsn, operation,"
+							  " doc_id, partition_key, document, http_status, sub_status, error)"
+							  " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9)",
+							  9, types, values, nulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert into cosmos_sink.dead_letters");
+}
+
+/* Insert a row in a subtransaction, falling back to one without the document */
+static void
+InsertDeadLetter(DeadLetter *dl)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		InsertRow(dl, true, dl->error);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(cxt);
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		CurrentResourceOwner = owner;
+		InsertRow(dl, false, psprintf("%s (document or key is not valid jsonb; see the staging table)",
+									  dl->error));
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+}
+
+/* Write every queued record in one transaction; returns how many */
+int
+DeadLetterFlush(void)
+{
+	DeadLetter *dl;
+	int			written = Queued;
+
+	if (QueueHead == NULL)
+		return 0;
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	for (dl = QueueHead; dl != NULL; dl = dl->next)
+		InsertDeadLetter(dl);
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+
+	for (dl = QueueHead; dl != NULL; dl = dl->next)
+		CheckpointChangeDone(dl->txn);
+	MemoryContextReset(DeadLetterContext);
+	QueueHead = QueueTail = NULL;
+	Queued = 0;
+	return written;
+}

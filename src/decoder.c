@@ -1,0 +1,256 @@
+/*
+ * decoder.c
+ *		In-process consumption of the replication slot (as pg_squeeze does):
+ *		the worker acquires the slot, keeps one decoding context for its whole
+ *		life, reads WAL only up to the flush position, and hands each plugin
+ *		record straight to the batcher. Confirmation happens only on request.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "access/xlogreader.h"
+#include "access/xlogutils.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "replication/decode.h"
+#include "replication/logical.h"
+#include "replication/slot.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "batch.h"
+#include "compat.h"
+#include "cosmos_sink.h"
+#include "decoder.h"
+#include "record.h"
+
+static LogicalDecodingContext *Ctx = NULL;
+static ResourceOwner DecodeOwner = NULL;
+static DecoderPumpHook Pump = NULL;
+static Size Budget = 0;
+static XLogRecPtr ReadUpTo = InvalidXLogRecPtr;
+
+/* Plugin output starts a record: reset the buffer */
+static void
+DecoderPrepareWrite(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool last_write)
+{
+	resetStringInfo(ctx->out);
+}
+
+/* Plugin output ends a record: hand it to the batcher */
+static void
+DecoderWrite(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool last_write)
+{
+	ChangeRecord rec;
+
+	if (!RecordParse(ctx->out->data, ctx->out->len, &rec))
+		elog(ERROR, "cosmos_sink: malformed change record at %X/%X", LSN_FORMAT_ARGS(lsn));
+	switch (rec.kind)
+	{
+		case RECORD_ROUTE:
+			BatchRoute(&rec);
+			break;
+		case RECORD_UPSERT:
+		case RECORD_DELETE:
+			BatchAddChange(&rec, lsn);
+			break;
+		case RECORD_ERROR:
+			BatchAddProblem(&rec, lsn);
+			break;
+		case RECORD_TRUNCATE:
+			BatchTruncate(&rec);
+			break;
+		case RECORD_COMMIT:
+			BatchCommit(&rec);
+			break;
+	}
+	/* a transaction larger than the budget is sent while it is decoded */
+	if (BatchPendingBytes() > Budget && Pump != NULL)
+		Pump();
+}
+
+/* Progress callback: nothing to report to anyone */
+static void
+DecoderUpdateProgress(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid,
+					  bool skipped_xact)
+{
+}
+
+/* Create the slot in its own transaction (it waits for running transactions) */
+static void
+CreateSlot(void)
+{
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	SPI_execute_with_args("SELECT pg_catalog.pg_create_logical_replication_slot($1::name, $2::name)",
+						  2, (Oid[]) {TEXTOID, TEXTOID},
+						  (Datum[]) {CStringGetTextDatum(CosmosSinkSlotName),
+						  CStringGetTextDatum(COSMOS_SINK_PLUGIN)},
+						  NULL, false, 0);
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	ereport(LOG, (errmsg("cosmos_sink: created replication slot \"%s\"", CosmosSinkSlotName)));
+}
+
+/* Whether the slot exists, and is ours to use */
+static bool
+SlotUsable(bool *exists, char **problem)
+{
+	ReplicationSlot *slot;
+	bool		ok = true;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	slot = SearchNamedReplicationSlot(CosmosSinkSlotName, false);
+	*exists = slot != NULL;
+	if (slot != NULL)
+	{
+		if (slot->data.database != MyDatabaseId ||
+			strcmp(NameStr(slot->data.plugin), COSMOS_SINK_PLUGIN) != 0)
+		{
+			*problem = psprintf("replication slot \"%s\" is not a cosmos_sink slot of database \"%s\"; drop it or set cosmos_sink.slot_name",
+							   CosmosSinkSlotName, CosmosSinkDatabase);
+			ok = false;
+		}
+		else if (slot->active_pid != 0)
+		{
+			*problem = psprintf("replication slot \"%s\" is in use by process %d",
+							   CosmosSinkSlotName, slot->active_pid);
+			ok = false;
+		}
+		else if (CompatSlotInvalidated(slot))
+		{
+			*problem = psprintf("replication slot \"%s\" was invalidated (WAL it needed was removed, see max_slot_wal_keep_size); drop it and resync every route",
+							   CosmosSinkSlotName);
+			ok = false;
+		}
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	return ok;
+}
+
+/*
+ * Acquire the slot (creating it if needed) and start decoding from its
+ * confirmed position. False with a message when the slot cannot be used.
+ */
+bool
+DecoderStart(DecoderPumpHook pump, char **problem)
+{
+	bool		exists;
+	ResourceOwner saved = CurrentResourceOwner;
+
+	if (Ctx != NULL)
+		return true;
+	if (!SlotUsable(&exists, problem))
+		return false;
+	if (!exists)
+		CreateSlot();
+
+	Pump = pump;
+	if (DecodeOwner == NULL)
+		DecodeOwner = ResourceOwnerCreate(NULL, "cosmos_sink decoding");
+	CurrentResourceOwner = DecodeOwner;
+	ReplicationSlotAcquire(CosmosSinkSlotName, true);
+	Ctx = CreateDecodingContext(InvalidXLogRecPtr,
+								list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)),
+								false,
+								XL_ROUTINE(.page_read = read_local_xlog_page,
+										   .segment_open = wal_segment_open,
+										   .segment_close = wal_segment_close),
+								DecoderPrepareWrite, DecoderWrite, DecoderUpdateProgress);
+	XLogBeginRead(Ctx->reader, MyReplicationSlot->data.restart_lsn);
+	ReadUpTo = MyReplicationSlot->data.restart_lsn;
+	CurrentResourceOwner = saved;
+	ereport(LOG,
+			(errmsg("cosmos_sink: streaming from replication slot \"%s\" at %X/%X",
+					CosmosSinkSlotName, LSN_FORMAT_ARGS(MyReplicationSlot->data.confirmed_flush))));
+	return true;
+}
+
+/* Whether the slot is held and decoding can go on */
+bool
+DecoderActive(void)
+{
+	return Ctx != NULL;
+}
+
+/*
+ * Decode WAL up to the current flush position, while the batcher is within
+ * budget and for at most max_ms. Returns true if there is more to read.
+ */
+bool
+DecoderRound(Size budget, long max_ms)
+{
+	XLogRecPtr	end = CompatGetFlushRecPtr();
+	TimestampTz stop_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), max_ms);
+	ResourceOwner saved = CurrentResourceOwner;
+	int			n = 0;
+
+	Budget = budget;
+	CurrentResourceOwner = DecodeOwner;
+	InvalidateSystemCaches();
+	while (Ctx->reader->EndRecPtr < end && BatchPendingBytes() < budget)
+	{
+		char	   *errm = NULL;
+		XLogRecord *record = XLogReadRecord(Ctx->reader, &errm);
+
+		if (errm)
+			elog(ERROR, "cosmos_sink: could not read WAL: %s", errm);
+		if (record != NULL)
+			LogicalDecodingProcessRecord(Ctx, Ctx->reader);
+		CHECK_FOR_INTERRUPTS();
+		if (++n % 256 == 0 && GetCurrentTimestamp() >= stop_at)
+			break;
+	}
+	InvalidateSystemCaches();
+	CurrentResourceOwner = saved;
+	ReadUpTo = Ctx->reader->EndRecPtr;
+	return ReadUpTo < end;
+}
+
+/* How far WAL has been read */
+XLogRecPtr
+DecoderReadLsn(void)
+{
+	return ReadUpTo;
+}
+
+/* Whether everything flushed so far has been read */
+bool
+DecoderCaughtUp(void)
+{
+	return Ctx != NULL && Ctx->reader->EndRecPtr >= CompatGetFlushRecPtr();
+}
+
+/* Tell the slot Cosmos DB has everything before lsn (only ever forward) */
+void
+DecoderConfirm(XLogRecPtr lsn)
+{
+	if (Ctx == NULL || lsn <= MyReplicationSlot->data.confirmed_flush)
+		return;
+	LogicalConfirmReceivedLocation(lsn);
+}
+
+/* The slot's confirmed position */
+XLogRecPtr
+DecoderConfirmedLsn(void)
+{
+	return Ctx ? MyReplicationSlot->data.confirmed_flush : InvalidXLogRecPtr;
+}
+
+/* Make the confirmed position durable, bounding the replay after a crash */
+void
+DecoderSaveSlot(void)
+{
+	if (Ctx == NULL)
+		return;
+	ReplicationSlotMarkDirty();
+	ReplicationSlotSave();
+}

@@ -1,0 +1,25 @@
+/*
+ * decoder.h
+ *		In-process consumption of the replication slot: one long-lived logical
+ *		decoding context whose plugin output goes straight to the batcher.
+ */
+#ifndef COSMOS_SINK_DECODER_H
+#define COSMOS_SINK_DECODER_H
+
+#include "postgres.h"
+
+#include "access/xlogdefs.h"
+
+/* Called from inside decoding when the batcher is over its memory budget */
+typedef void (*DecoderPumpHook) (void);
+
+extern bool DecoderStart(DecoderPumpHook pump, char **problem);
+extern bool DecoderActive(void);
+extern bool DecoderRound(Size budget, long max_ms);
+extern XLogRecPtr DecoderReadLsn(void);
+extern bool DecoderCaughtUp(void);
+extern void DecoderConfirm(XLogRecPtr lsn);
+extern void DecoderSaveSlot(void);
+extern XLogRecPtr DecoderConfirmedLsn(void);
+
+#endif							/* COSMOS_SINK_DECODER_H */

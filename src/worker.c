@@ -1,0 +1,327 @@
+/*
+ * worker.c
+ *		The background worker: consumes the slot, sends batches to Cosmos DB,
+ *		and advances the slot's confirmed LSN only past transactions whose
+ *		every change Cosmos DB acknowledged (or that were parked). Problems it
+ *		can wait out (configuration, credentials, Cosmos errors) put it in
+ *		state "error" with a clear last_error; it retries on its own.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "batch.h"
+#include "checkpoint.h"
+#include "cosmos_client.h"
+#include "cosmos_sink.h"
+#include "deadletter.h"
+#include "decoder.h"
+#include "http.h"
+#include "status.h"
+
+#define WORKER_RETRY_MS		5000	/* after a configuration problem */
+#define SLOT_SAVE_MS		5000	/* how often a moved confirmed LSN is saved */
+#define DECODE_SLICE_MS		50		/* longest decoding stretch between sends */
+#define MAX_DONE			64
+
+PGDLLEXPORT void CosmosSinkWorkerMain(Datum arg);
+
+static bool ClientReady = false;
+static TimestampTz NextConfigAttempt = 0;
+static TimestampTz LastSlotSave = 0;
+static XLogRecPtr LastSavedLsn = InvalidXLogRecPtr;
+static MemoryContext LoopContext = NULL;
+
+/* Register the worker; called from _PG_init under shared_preload_libraries */
+void
+WorkerRegister(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "cosmos_sink");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "CosmosSinkWorkerMain");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "cosmos_sink worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "cosmos_sink worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+/* At exit: say so in shared memory, release curl (process-local only) */
+static void
+WorkerExit(int code, Datum arg)
+{
+	SpinLockAcquire(&CosmosSinkState->mutex);
+	CosmosSinkState->worker_pid = 0;
+	CosmosSinkState->worker_latch = NULL;
+	CosmosSinkState->state = WORKER_STOPPED;
+	CosmosSinkState->in_flight = 0;
+	SpinLockRelease(&CosmosSinkState->mutex);
+	HttpShutdown();
+}
+
+/* Enter an error state with a message, logged once per change of message */
+static void
+WorkerProblem(const char *problem)
+{
+	bool		same;
+
+	SpinLockAcquire(&CosmosSinkState->mutex);
+	same = strncmp(CosmosSinkState->last_error, problem, STATUS_ERROR_LEN - 1) == 0;
+	SpinLockRelease(&CosmosSinkState->mutex);
+	if (!same)
+		ereport(LOG, (errmsg("cosmos_sink: %s", problem)));
+	StatusSetError("%s", problem);
+	StatusSetState(WORKER_ERROR);
+}
+
+/* (Re)load endpoint and credentials; on failure retry a little later */
+static void
+ConfigureClient(void)
+{
+	char	   *problem = NULL;
+
+	ClientReady = CosmosClientConfigure(&problem);
+	if (!ClientReady)
+	{
+		WorkerProblem(problem);
+		NextConfigAttempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RETRY_MS);
+	}
+	else
+		StatusClearError();
+}
+
+/* Apply a reload: settings, then the key file (it may have been fixed) */
+static void
+ReloadConfig(void)
+{
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	ConfigureClient();
+}
+
+/* Settle every finished request */
+static int
+CompleteRequests(long timeout_ms)
+{
+	HttpRequest *done[MAX_DONE];
+	int			n = HttpPoll(timeout_ms, done, MAX_DONE);
+	int			i;
+
+	for (i = 0; i < n; i++)
+		BatchComplete(done[i]);
+	return n;
+}
+
+/* Move the confirmed LSN as far as acknowledgements allow */
+static void
+AdvanceConfirmed(void)
+{
+	XLogRecPtr	lsn = CheckpointAdvance();
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!XLogRecPtrIsInvalid(lsn))
+		DecoderConfirm(lsn);
+	else if (CheckpointEmpty() && BatchPendingChanges() == 0 && DeadLetterQueued() == 0)
+		DecoderConfirm(DecoderReadLsn());	/* nothing routed pending: let WAL go */
+
+	if (DecoderConfirmedLsn() != LastSavedLsn &&
+		TimestampDifferenceExceeds(LastSlotSave, now, SLOT_SAVE_MS))
+	{
+		DecoderSaveSlot();
+		LastSavedLsn = DecoderConfirmedLsn();
+		LastSlotSave = now;
+	}
+}
+
+/* Publish progress for the status view */
+static void
+PublishProgress(void)
+{
+	WorkerState state;
+
+	if (!ClientReady)
+		state = WORKER_ERROR;
+	else if (StatusPaused() || !CosmosSinkEnabled)
+		state = WORKER_PAUSED;
+	else if (BatchThrottled())
+		state = WORKER_THROTTLED;
+	else if (CheckpointEmpty() && BatchPendingChanges() == 0 && DecoderCaughtUp())
+		state = WORKER_IDLE;
+	else
+		state = WORKER_STREAMING;
+
+	SpinLockAcquire(&CosmosSinkState->mutex);
+	if (CosmosSinkState->state != WORKER_ERROR || state != WORKER_STREAMING ||
+		CosmosSinkState->last_error[0] == '\0')
+		CosmosSinkState->state = state;
+	CosmosSinkState->decoded_lsn = DecoderReadLsn();
+	CosmosSinkState->confirmed_lsn = DecoderConfirmedLsn();
+	CosmosSinkState->oldest_unacked_commit = CheckpointOldestCommitTime();
+	CosmosSinkState->in_flight = HttpInFlight();
+	SpinLockRelease(&CosmosSinkState->mutex);
+}
+
+/* Handle interrupts and reloads; usable inside decoding too */
+static void
+HandleInterrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+		ReloadConfig();
+}
+
+/* Budget for changes held in memory */
+static Size
+BufferBytes(void)
+{
+	return (Size) CosmosSinkBufferSizeKb * 1024;
+}
+
+/*
+ * Called from inside decoding when the buffer is full: send and wait until
+ * Cosmos DB has taken enough (lag grows, memory does not).
+ */
+static void
+PumpUntilBelowBudget(void)
+{
+	while (BatchPendingBytes() > BufferBytes() * 3 / 4)
+	{
+		long		wait;
+
+		HandleInterrupts();
+		ResetLatch(MyLatch);
+		if (ClientReady)
+			BatchDispatch();
+		else if (GetCurrentTimestamp() >= NextConfigAttempt)
+			ConfigureClient();
+		wait = HttpInFlight() > 0 ? 1000 : BatchNextWakeMs(WORKER_RETRY_MS);
+		CompleteRequests(Max(wait, 1));
+		AdvanceConfirmed();
+		PublishProgress();
+	}
+}
+
+/* How long to wait for sockets or the latch this round */
+static long
+WaitTimeMs(bool more_wal)
+{
+	long		wait = CosmosSinkPollIntervalMs;
+
+	if (more_wal && BatchPendingBytes() < BufferBytes())
+		return 0;
+	if (HttpInFlight() < CosmosSinkMaxInFlight)
+		wait = BatchNextWakeMs(wait);
+	return Max(wait, 0);
+}
+
+/* One turn of the main loop */
+static void
+WorkerTurn(void)
+{
+	bool		more_wal = false;
+	char	   *problem = NULL;
+	bool		forwarding = CosmosSinkEnabled && !StatusPaused();
+
+	if (!CosmosSinkEnabled && !DecoderActive())
+	{
+		/* disabled: leave the slot alone, wait for a reload */
+		StatusSetState(WORKER_PAUSED);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, PG_WAIT_EXTENSION);
+		return;
+	}
+	if (!ClientReady && GetCurrentTimestamp() >= NextConfigAttempt)
+		ConfigureClient();
+	if (forwarding && ClientReady && !DecoderActive() && !DecoderStart(PumpUntilBelowBudget, &problem))
+	{
+		WorkerProblem(problem);
+		NextConfigAttempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RETRY_MS);
+		ClientReady = false;
+	}
+	if (forwarding && ClientReady && DecoderActive())
+	{
+		more_wal = DecoderRound(BufferBytes(), DECODE_SLICE_MS);
+		BatchDispatch();
+	}
+	if (DecoderActive())
+		CompleteRequests(ClientReady && forwarding ? WaitTimeMs(more_wal) : 1000);
+	else
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 ClientReady ? 1000 : WORKER_RETRY_MS, PG_WAIT_EXTENSION);
+	if (DeadLetterQueued() > 0)
+		DeadLetterFlush();
+	if (DecoderActive())
+		AdvanceConfirmed();
+	PublishProgress();
+}
+
+/* Wait (state error, clear message) until wal_level and the plugin list allow decoding */
+static void
+WaitForPrerequisites(void)
+{
+	char	   *problem = NULL;
+
+	while (!DecodingPrerequisitesMet(&problem))
+	{
+		WorkerProblem(problem);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 WORKER_RETRY_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		HandleInterrupts();
+	}
+	StatusClearError();
+}
+
+/* Entry point of the background worker */
+void
+CosmosSinkWorkerMain(Datum arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(CosmosSinkDatabase, NULL, 0);
+	pgstat_report_appname("cosmos_sink worker");
+
+	SpinLockAcquire(&CosmosSinkState->mutex);
+	CosmosSinkState->worker_pid = MyProcPid;
+	CosmosSinkState->worker_latch = MyLatch;
+	CosmosSinkState->state = WORKER_STARTING;
+	SpinLockRelease(&CosmosSinkState->mutex);
+	before_shmem_exit(WorkerExit, (Datum) 0);
+
+	LoopContext = AllocSetContextCreate(TopMemoryContext, "cosmos_sink worker loop",
+										ALLOCSET_DEFAULT_SIZES);
+	HttpInit();
+	BatchInit();
+	CheckpointInit();
+	DeadLetterInit();
+
+	WaitForPrerequisites();
+	if (CosmosSinkEnabled)
+		ConfigureClient();
+
+	for (;;)
+	{
+		MemoryContext old = MemoryContextSwitchTo(LoopContext);
+
+		ResetLatch(MyLatch);
+		HandleInterrupts();
+		WorkerTurn();
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(LoopContext);
+	}
+}
