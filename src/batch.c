@@ -431,15 +431,11 @@ ChangeRange(SinkRoute *route, Change *change)
 	return idx < 0 ? 0 : idx;
 }
 
-/* Order changes by physical range */
-static SinkRoute *SortRoute;
+/* Order changes by physical range (computed beforehand) */
 static int
 CompareRange(const void *a, const void *b)
 {
-	int			ra = ChangeRange(SortRoute, *(Change *const *) a);
-	int			rb = ChangeRange(SortRoute, *(Change *const *) b);
-
-	return ra - rb;
+	return (*(Change *const *) a)->range - (*(Change *const *) b)->range;
 }
 
 /* Send ops[0..n) as requests of at most batch_max_ops / batch_max_bytes each */
@@ -452,7 +448,7 @@ SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
 	{
 		int			end = start;
 		int			bytes = 2;
-		int			range = atomic ? 0 : ChangeRange(route, ops[start]);
+		int			range = atomic ? 0 : ops[start]->range;
 		Change	  **chunk;
 		CosmosOp	op;
 
@@ -460,7 +456,7 @@ SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
 		{
 			if (atomic && strcmp(ops[end]->pk, ops[start]->pk) != 0)
 				break;
-			if (!atomic && ChangeRange(route, ops[end]) != range)
+			if (!atomic && ops[end]->range != range)
 				break;
 			op.kind = ops[end]->kind == RECORD_UPSERT ? COSMOS_OP_UPSERT : COSMOS_OP_DELETE;
 			op.id = ops[end]->id;
@@ -533,7 +529,8 @@ DispatchWrites(SinkRoute *route, int free_requests)
 	}
 	if (nbulk > 0)
 	{
-		SortRoute = route;
+		for (i = 0; i < nbulk; i++)
+			bulk[i]->range = ChangeRange(route, bulk[i]);
 		qsort(bulk, nbulk, sizeof(Change *), CompareRange);
 		SubmitChunks(route, bulk, nbulk, false);
 	}
@@ -752,9 +749,12 @@ CompleteMetadata(SinkRequest *sr)
 	HttpRequest *http = sr->http;
 	char	   *errmsg = NULL;
 	CosmosOutcome outcome;
+	MemoryContext old;
 
 	if (http->status == 200)
 	{
+		/* the ranges live as long as the route */
+		old = MemoryContextSwitchTo(BatchContext);
 		if (sr->kind == SINK_REQUEST_CONTAINER)
 		{
 			if (!CosmosParseContainer(http->response, http->response_len, &route->pk_def, &errmsg))
@@ -769,6 +769,7 @@ CompleteMetadata(SinkRequest *sr)
 			ContainerFailed(route, "%s/%s: unreadable partition key ranges: %s", errmsg);
 		else
 			route->container_status = CONTAINER_READY;
+		MemoryContextSwitchTo(old);
 		return;
 	}
 	outcome = CosmosClassify(http->status, http->substatus, COSMOS_OP_UPSERT, true);

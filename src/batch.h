@@ -60,6 +60,7 @@ typedef struct Change
 	char		kind;			/* RECORD_UPSERT or RECORD_DELETE */
 	XLogRecPtr	lsn;
 	int			attempts;
+	int			range;			/* physical range index, set when dispatched in bulk */
 	int32		id_len;
 	int32		pk_len;
 	int32		doc_len;
