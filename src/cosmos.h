@@ -45,6 +45,7 @@ typedef struct CosmosCredentials
 	char	   *endpoint;		/* malloc'd AccountEndpoint from a connection string, or NULL */
 	char	   *source_file;	/* malloc'd path the credentials came from */
 	time_t		source_mtime;	/* to notice a rewritten token file */
+	off_t		source_size;	/* same, for a rewrite within the same second */
 } CosmosCredentials;
 
 /* Parse the text of a key file: a bare base64 key or a connection string */
