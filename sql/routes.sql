@@ -1,5 +1,7 @@
 -- Route registry: add_route / remove_route and every validation error
-CREATE EXTENSION cosmos_sink;
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS cosmos_sink;
+RESET client_min_messages;
 -- start without the worker's slot, so that add_route() creates it here
 SELECT count(*) >= 0 AS slot_reset FROM (SELECT pg_drop_replication_slot(slot_name)
   FROM pg_replication_slots WHERE slot_name = 'cosmos_sink') s;
@@ -123,7 +125,9 @@ DROP ROLE regress_cosmos_user;
 -- another database is refused with the setting to change
 CREATE DATABASE regress_cosmos_other;
 \c regress_cosmos_other
-CREATE EXTENSION cosmos_sink;
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS cosmos_sink;
+RESET client_min_messages;
 CREATE TABLE t (id int PRIMARY KEY, k int);
 SELECT cosmos_sink.add_route('t', 'shop', 't', 'k');
 \c contrib_regression
