@@ -438,11 +438,19 @@ CompareRange(const void *a, const void *b)
 	return (*(Change *const *) a)->range - (*(Change *const *) b)->range;
 }
 
+/* Operations per request for a route: batch_max_ops, or less after a 413 */
+static int
+RouteOpsLimit(SinkRoute *route)
+{
+	return route->ops_limit > 0 ? Min(route->ops_limit, CosmosSinkBatchMaxOps) : CosmosSinkBatchMaxOps;
+}
+
 /* Send ops[0..n) as requests of at most batch_max_ops / batch_max_bytes each */
 static void
 SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
 {
 	int			start = 0;
+	int			max_ops = RouteOpsLimit(route);
 
 	while (start < n)
 	{
@@ -452,7 +460,7 @@ SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
 		Change	  **chunk;
 		CosmosOp	op;
 
-		while (end < n && end - start < CosmosSinkBatchMaxOps)
+		while (end < n && end - start < max_ops)
 		{
 			if (atomic && strcmp(ops[end]->pk, ops[start]->pk) != 0)
 				break;
@@ -681,13 +689,19 @@ CompleteWrite(SinkRequest *sr)
 	bool		acked = false;
 	int			i;
 
+	bool		too_large = !per_op && http->status == 413 && sr->nops > 1;
+
 	CosmosOpResults(http, sr->nops, results);
+	if (too_large)
+		route->ops_limit = Max(1, sr->nops / 2);	/* split, don't park: no op is at fault */
+	else if (per_op && route->ops_limit > 0)
+		route->ops_limit++;		/* grow back slowly */
 	for (i = 0; i < sr->nops; i++)
 	{
 		Change	   *change = sr->ops[i];
 		CosmosOpKind kind = change->kind == RECORD_UPSERT ? COSMOS_OP_UPSERT : COSMOS_OP_DELETE;
-		CosmosOutcome outcome = CosmosClassify(results[i].status, results[i].substatus,
-											   kind, !per_op);
+		CosmosOutcome outcome = too_large ? COSMOS_DEPENDENT :
+			CosmosClassify(results[i].status, results[i].substatus, kind, !per_op);
 
 		if (OutcomeRank(outcome) > OutcomeRank(worst))
 		{

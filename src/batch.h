@@ -50,6 +50,7 @@ typedef struct SinkRoute
 	TimestampTz resume_at;		/* backoff after 429 or failures */
 	bool		throttled;		/* resume_at is a 429 wait */
 	int			failures;		/* consecutive failed requests */
+	int			ops_limit;		/* ops per request after a 413 (0: batch_max_ops) */
 } SinkRoute;
 
 /* One change of one document, as decoded */
