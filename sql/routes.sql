@@ -9,7 +9,7 @@ SELECT count(*) >= 0 AS slot_reset FROM (SELECT pg_drop_replication_slot(slot_na
 -- a typical Flink staging table: single-column primary key is the id
 CREATE TABLE orders_staging (order_id bigint PRIMARY KEY, customer_id text NOT NULL,
                              amount numeric(12,2), note text);
-SELECT route_id, staging_table, cosmos_database, container, partition_key, id_column
+SELECT route_id > 0 AS has_route_id, staging_table, cosmos_database, container, partition_key, id_column
   FROM cosmos_sink.add_route('orders_staging', cosmos_database => 'shop',
                              container => 'orders', partition_key => 'customer_id');
 -- the slot exists as soon as add_route() returns
