@@ -23,3 +23,6 @@ include $(PGXS)
 .PHONY: test
 test:
 	bash test/run
+
+# Rebuild every object when a header changes (PGXS tracks no header dependencies)
+$(OBJS): $(wildcard src/*.h)

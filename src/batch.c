@@ -676,6 +676,15 @@ OutcomeRank(CosmosOutcome outcome)
 	}
 }
 
+/* Why Cosmos DB refused one operation of a batch, for dead_letters */
+static char *
+OpProblem(HttpRequest *http, const CosmosOpResult *result)
+{
+	return psprintf("Cosmos DB refused the operation: HTTP %d/%d (request activity id %s)",
+					result->status, result->substatus,
+					http->activity_id[0] ? http->activity_id : "none");
+}
+
 /* A batch or bulk request finished: settle every operation */
 static void
 CompleteWrite(SinkRequest *sr)
@@ -710,7 +719,8 @@ CompleteWrite(SinkRequest *sr)
 		}
 		acked |= outcome == COSMOS_SUCCESS || outcome == COSMOS_SUCCESS_ABSENT;
 		ApplyOutcome(route, change, outcome, &results[i],
-					 outcome == COSMOS_POISON ? CosmosRequestProblem(http) : NULL);
+					 outcome != COSMOS_POISON ? NULL : per_op ? OpProblem(http, &results[i]) :
+					 CosmosRequestProblem(http));
 	}
 	if (acked)
 		CosmosSinkState->last_ack_at = GetCurrentTimestamp();
