@@ -35,6 +35,7 @@ static ResourceOwner DecodeOwner = NULL;
 static DecoderPumpHook Pump = NULL;
 static Size Budget = 0;
 static XLogRecPtr ReadUpTo = InvalidXLogRecPtr;
+static MemoryContext DecodeMemory = NULL;	/* the reader allocates lazily: never reset */
 
 /* Plugin output starts a record: reset the buffer */
 static void
@@ -145,6 +146,7 @@ DecoderStart(DecoderPumpHook pump, char **problem)
 {
 	bool		exists;
 	ResourceOwner saved = CurrentResourceOwner;
+	MemoryContext old;
 
 	if (Ctx != NULL)
 		return true;
@@ -157,6 +159,11 @@ DecoderStart(DecoderPumpHook pump, char **problem)
 	if (DecodeOwner == NULL)
 		DecodeOwner = ResourceOwnerCreate(NULL, "cosmos_sink decoding");
 	CurrentResourceOwner = DecodeOwner;
+	/* the context lives as long as the worker, not the loop turn */
+	if (DecodeMemory == NULL)
+		DecodeMemory = AllocSetContextCreate(TopMemoryContext, "cosmos_sink decoding",
+											 ALLOCSET_DEFAULT_SIZES);
+	old = MemoryContextSwitchTo(DecodeMemory);
 	ReplicationSlotAcquire(CosmosSinkSlotName, true);
 	Ctx = CreateDecodingContext(InvalidXLogRecPtr,
 								list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)),
@@ -167,6 +174,7 @@ DecoderStart(DecoderPumpHook pump, char **problem)
 								DecoderPrepareWrite, DecoderWrite, DecoderUpdateProgress);
 	XLogBeginRead(Ctx->reader, MyReplicationSlot->data.restart_lsn);
 	ReadUpTo = MyReplicationSlot->data.restart_lsn;
+	MemoryContextSwitchTo(old);
 	CurrentResourceOwner = saved;
 	ereport(LOG,
 			(errmsg("cosmos_sink: streaming from replication slot \"%s\" at %X/%X",
@@ -191,6 +199,7 @@ DecoderRound(Size budget, long max_ms)
 	XLogRecPtr	end = CompatGetFlushRecPtr();
 	TimestampTz stop_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), max_ms);
 	ResourceOwner saved = CurrentResourceOwner;
+	MemoryContext old = MemoryContextSwitchTo(DecodeMemory);
 	int			n = 0;
 
 	Budget = budget;
@@ -211,6 +220,7 @@ DecoderRound(Size budget, long max_ms)
 	}
 	InvalidateSystemCaches();
 	CurrentResourceOwner = saved;
+	MemoryContextSwitchTo(old);
 	ReadUpTo = Ctx->reader->EndRecPtr;
 	return ReadUpTo < end;
 }

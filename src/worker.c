@@ -42,6 +42,7 @@ static TimestampTz NextConfigAttempt = 0;
 static TimestampTz LastSlotSave = 0;
 static XLogRecPtr LastSavedLsn = InvalidXLogRecPtr;
 static MemoryContext LoopContext = NULL;
+static MemoryContext PumpContext = NULL;	/* sending from inside decoding */
 
 /* Register the worker; called from _PG_init under shared_preload_libraries */
 void
@@ -201,6 +202,7 @@ PumpUntilBelowBudget(void)
 	while (BatchPendingBytes() > BufferBytes() * 3 / 4)
 	{
 		long		wait;
+		MemoryContext old = MemoryContextSwitchTo(PumpContext);
 
 		HandleInterrupts();
 		ResetLatch(MyLatch);
@@ -212,6 +214,8 @@ PumpUntilBelowBudget(void)
 		CompleteRequests(Max(wait, 1));
 		AdvanceConfirmed();
 		PublishProgress();
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(PumpContext);
 	}
 }
 
@@ -304,6 +308,8 @@ CosmosSinkWorkerMain(Datum arg)
 	before_shmem_exit(WorkerExit, (Datum) 0);
 
 	LoopContext = AllocSetContextCreate(TopMemoryContext, "cosmos_sink worker loop",
+										ALLOCSET_DEFAULT_SIZES);
+	PumpContext = AllocSetContextCreate(TopMemoryContext, "cosmos_sink pump",
 										ALLOCSET_DEFAULT_SIZES);
 	HttpInit();
 	BatchInit();

@@ -155,12 +155,14 @@ export async function startEmulator({ port = 0, dir, certs, host = '127.0.0.1', 
  * verification). Endpoint discovery is off: the emulator advertises
  * https://127.0.0.1:PORT as its region endpoint. Call client.dispose() when done.
  */
-export function cosmosClient(endpoint, caFile, { key = EMULATOR_KEY, ...rest } = {}) {
+export function cosmosClient(endpoint, caFile, { key = EMULATOR_KEY, connectionPolicy = {}, ...rest } = {}) {
   const agent = new https.Agent({ ca: readFileSync(caFile), keepAlive: false });
   return new CosmosClient({
     endpoint, key, agent,
-    connectionPolicy: { enableEndpointDiscovery: false, enableBackgroundEndpointRefreshing: false, ...(rest.connectionPolicy || {}) },
     ...rest,
+    // the emulator's queries scan every document: reading a big container is slow
+    connectionPolicy: { enableEndpointDiscovery: false, enableBackgroundEndpointRefreshing: false,
+      requestTimeout: 600000, ...connectionPolicy },
   });
 }
 

@@ -147,7 +147,7 @@ export class PgServer {
   }
 
   async startOnce({ timeoutMs }) {
-    await run(bin('pg_ctl'), ['-D', this.dataDir, '-l', this.logFile, '-w', '-t', String(Math.ceil(timeoutMs / 1000)), 'start'],
+    await run(bin('pg_ctl'), ['-D', this.dataDir, '-l', this.logFile, '-c', ...(process.env.PG_POSTGRES ? ['-p', process.env.PG_POSTGRES] : []), '-w', '-t', String(Math.ceil(timeoutMs / 1000)), 'start'],
       { asUser: PG_USER, timeoutMs: timeoutMs + 5000 })
       .catch((e) => { e.message += `\n--- server log tail:\n${this.serverLog().slice(-4000)}`; throw e; });
     live.add(this);
