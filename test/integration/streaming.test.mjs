@@ -124,6 +124,8 @@ test('kill -9 of the worker mid-batch loses nothing', async () => {
   await waitFor(async () => (await sink.status()).in_flight_requests > 0, { what: 'a request in flight' });
   const pid = await sink.pg.killWorker('SIGKILL');
   assert.ok(pid);
+  // the postmaster treats a killed worker as a crash: every backend restarts
+  await sink.waitReady();
   await writeOrders('kill_orders', 2000, 1500, 20);
   await throttleWorker(false);
   await sink.waitCaughtUp({ timeoutMs: 180000 });
@@ -138,6 +140,7 @@ test('kill -9 of the postmaster mid-stream loses nothing', async () => {
   await waitFor(async () => (await sink.status()).in_flight_requests > 0, { what: 'a request in flight' });
   await sink.pg.killPostmaster9();
   await sink.pg.start();
+  await sink.waitReady();
   await writeOrders('crash_orders', 2500, 1000, 20);
   await throttleWorker(false);
   await sink.waitCaughtUp({ timeoutMs: 180000 });

@@ -53,6 +53,20 @@ export class Sink {
       [table, database, container, cols, idColumn ?? null]);
   }
 
+  /** Wait until the server accepts queries again (after a crash and its recovery). */
+  async waitReady({ timeoutMs = 60000 } = {}) {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      try {
+        await this.pg.query('SELECT 1');
+        return;
+      } catch (e) {
+        if (Date.now() > deadline) throw e;
+        await sleep(200);
+      }
+    }
+  }
+
   async status() {
     return (await this.pg.query('SELECT * FROM cosmos_sink.status'))[0];
   }
