@@ -1,0 +1,40 @@
+-- The status view, pause() and resume(), with the worker disabled
+-- (cosmos_sink.enabled = off in the test instance: it leaves the slot alone)
+SET client_min_messages = warning;
+CREATE EXTENSION IF NOT EXISTS cosmos_sink;
+RESET client_min_messages;
+
+-- the worker starts once this database exists; wait for it
+DO $$
+BEGIN
+  FOR i IN 1..300 LOOP
+    EXIT WHEN EXISTS (SELECT 1 FROM cosmos_sink.status WHERE state = 'paused');
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+SELECT state, worker_pid = (SELECT pid FROM pg_stat_activity WHERE backend_type = 'cosmos_sink worker') AS worker_pid_matches,
+       slot_name, in_flight_requests, last_error
+  FROM cosmos_sink.status;
+
+-- the columns the manual promises
+SELECT string_agg(attname, ', ' ORDER BY attnum) AS status_columns
+  FROM pg_attribute WHERE attrelid = 'cosmos_sink.status'::regclass AND attnum > 0;
+
+-- pause() and resume() flip the switch the worker obeys
+SELECT cosmos_sink.pause();
+SELECT paused FROM cosmos_sink.worker_status();
+SELECT cosmos_sink.resume();
+SELECT paused FROM cosmos_sink.worker_status();
+
+-- monitoring roles read the views; only the extension owner steers the worker
+CREATE ROLE regress_monitor IN ROLE pg_monitor;
+CREATE ROLE regress_nobody;
+SET ROLE regress_monitor;
+SELECT count(*) AS rows FROM cosmos_sink.status;
+SELECT count(*) AS rows FROM cosmos_sink.routes WHERE false;
+SELECT cosmos_sink.pause();
+SET ROLE regress_nobody;
+SELECT count(*) FROM cosmos_sink.status;
+SELECT count(*) FROM cosmos_sink.dead_letters;
+RESET ROLE;
+DROP ROLE regress_monitor, regress_nobody;
