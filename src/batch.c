@@ -727,7 +727,7 @@ CompleteWrite(SinkRequest *sr)
 	if (worst != COSMOS_SUCCESS)
 		LogFailedRequest(route, sr, CosmosOutcomeName(worst));
 	ApplyRouteOutcome(route, sr, worst, &results[worst_index]);
-	if (worst == COSMOS_SUCCESS)
+	if (worst == COSMOS_SUCCESS && !BatchRouteErrors())
 		StatusClearError();
 	pfree(results);
 }
@@ -736,10 +736,60 @@ CompleteWrite(SinkRequest *sr)
 static void
 ContainerFailed(SinkRoute *route, const char *fmt, const char *detail)
 {
+	char	   *problem = psprintf(fmt, route->cosmos_database, route->container, detail);
+
 	route->container_status = CONTAINER_ERROR;
 	RouteBackoff(route, CONFIG_RETRY_MS, false);
-	StatusSetError(fmt, route->cosmos_database, route->container, detail);
-	ereport(LOG, (errmsg(fmt, route->cosmos_database, route->container, detail)));
+	StatusSetError("%s", problem);
+	ereport(LOG, (errmsg("cosmos_sink: %s", problem)));
+	if (route->container_error)
+		pfree(route->container_error);
+	route->container_error = MemoryContextStrdup(BatchContext, problem);
+}
+
+/*
+ * The route of a failing container was removed: its changes, committed while
+ * it was routed, can no longer be sent; park them in dead_letters with the
+ * reason, so that nothing is lost and the rest flows again.
+ */
+void
+BatchParkRoute(int32 route_id)
+{
+	SinkRoute  *route = BatchFindRoute(route_id);
+	char	   *why;
+
+	if (route == NULL)
+		return;
+	why = psprintf("route removed while its container failed: %s",
+				   route->container_error ? route->container_error : "unknown error");
+	while (!dlist_is_empty(&route->ready))
+	{
+		DocSlot    *slot = dlist_container(DocSlot, ready_node, dlist_pop_head_node(&route->ready));
+		Change	   *change = slot->waiting;
+
+		slot->queued = false;
+		route->nready--;
+		slot->waiting = NULL;
+		ChangeDeadLetter(route, change, 0, 0, why);
+		SlotSettle(slot, false);
+	}
+	ereport(LOG, (errmsg("cosmos_sink: %s; its pending changes are in dead_letters", why)));
+	pfree(why);
+}
+
+/* Ids of routes whose container is failing (the worker checks they still exist) */
+List *
+BatchFailingRoutes(void)
+{
+	HASH_SEQ_STATUS status;
+	SinkRoute  *route;
+	List	   *ids = NIL;
+
+	hash_seq_init(&status, Routes);
+	while ((route = hash_seq_search(&status)) != NULL)
+		if (route->container_status == CONTAINER_ERROR && route->nready > 0)
+			ids = lappend_int(ids, route->route_id);
+	return ids;
 }
 
 /* Check the container's partition key paths against the route's columns */
@@ -808,6 +858,10 @@ CompleteMetadata(SinkRequest *sr)
 		CONTAINER_UNKNOWN : CONTAINER_NEED_RANGES;
 	LogFailedRequest(route, sr, CosmosOutcomeName(outcome));
 	route->failures++;
+	StatusSetError("%s/%s: %s", route->cosmos_database, route->container,
+				   CosmosRequestProblem(http));
+	if (route->failures >= 3)
+		route->container_status = CONTAINER_ERROR;	/* unreachable: say so in state */
 	RouteBackoff(route, outcome == COSMOS_THROTTLED ? Max(http->retry_after_ms, 5) :
 				 BackoffMs(route->failures), outcome == COSMOS_THROTTLED);
 }
@@ -827,6 +881,20 @@ BatchComplete(HttpRequest *http)
 	if (sr->ops)
 		pfree(sr->ops);
 	pfree(sr);
+}
+
+/* Whether some route with work to do cannot reach its container */
+bool
+BatchRouteErrors(void)
+{
+	HASH_SEQ_STATUS status;
+	SinkRoute  *route;
+	bool		errors = false;
+
+	hash_seq_init(&status, Routes);
+	while ((route = hash_seq_search(&status)) != NULL)
+		errors |= route->container_status == CONTAINER_ERROR && route->nready > 0;
+	return errors;
 }
 
 /* Whether some route is waiting out a 429 */

@@ -10,6 +10,7 @@
 #include "postgres.h"
 
 #include "lib/ilist.h"
+#include "nodes/pg_list.h"
 
 #include "checkpoint.h"
 #include "cosmos.h"
@@ -112,6 +113,9 @@ extern int64 BatchPendingChanges(void);
 extern int	BatchDispatch(void);
 extern void BatchComplete(HttpRequest *http);
 extern bool BatchThrottled(void);
+extern bool BatchRouteErrors(void);
+extern List *BatchFailingRoutes(void);
+extern void BatchParkRoute(int32 route_id);
 extern long BatchNextWakeMs(long max_ms);
 extern SinkRoute *BatchFindRoute(int32 route_id);
 

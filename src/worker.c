@@ -9,6 +9,8 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -19,6 +21,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "batch.h"
@@ -114,6 +117,39 @@ ReloadConfig(void)
 	ConfigureClient();
 }
 
+/*
+ * Routes whose container fails may have been removed since: park their
+ * changes (the worker learns of removals only here, the stream says nothing).
+ */
+static void
+ParkRemovedRoutes(void)
+{
+	static TimestampTz last_check = 0;
+	List	   *failing = BatchFailingRoutes();
+	ListCell   *lc;
+
+	if (failing == NIL || !TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), WORKER_RETRY_MS))
+		return;
+	last_check = GetCurrentTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	foreach(lc, failing)
+	{
+		bool		exists;
+
+		SPI_execute_with_args("SELECT 1 FROM cosmos_sink.routes WHERE route_id = $1", 1,
+							  (Oid[]) {INT4OID}, (Datum[]) {Int32GetDatum(lfirst_int(lc))},
+							  NULL, true, 1);
+		exists = SPI_processed > 0;
+		if (!exists)
+			BatchParkRoute(lfirst_int(lc));
+	}
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+}
+
 /* Settle every finished request */
 static int
 CompleteRequests(long timeout_ms)
@@ -154,7 +190,7 @@ PublishProgress(void)
 {
 	WorkerState state;
 
-	if (!ClientReady)
+	if (!ClientReady || BatchRouteErrors())
 		state = WORKER_ERROR;
 	else if (StatusPaused() || !CosmosSinkEnabled)
 		state = WORKER_PAUSED;
@@ -166,9 +202,7 @@ PublishProgress(void)
 		state = WORKER_STREAMING;
 
 	SpinLockAcquire(&CosmosSinkState->mutex);
-	if (CosmosSinkState->state != WORKER_ERROR || state != WORKER_STREAMING ||
-		CosmosSinkState->last_error[0] == '\0')
-		CosmosSinkState->state = state;
+	CosmosSinkState->state = state;
 	CosmosSinkState->decoded_lsn = DecoderReadLsn();
 	CosmosSinkState->confirmed_lsn = DecoderConfirmedLsn();
 	CosmosSinkState->oldest_unacked_commit = CheckpointOldestCommitTime();
@@ -266,6 +300,8 @@ WorkerTurn(void)
 	else
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 ClientReady ? 1000 : WORKER_RETRY_MS, PG_WAIT_EXTENSION);
+	if (DecoderActive() && BatchRouteErrors())
+		ParkRemovedRoutes();
 	if (DeadLetterQueued() > 0)
 		DeadLetterFlush();
 	if (DecoderActive())
