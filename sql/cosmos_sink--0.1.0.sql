@@ -106,3 +106,39 @@ AS 'MODULE_PATHNAME', 'resume_forwarding' LANGUAGE C;
 REVOKE ALL ON FUNCTION pause() FROM PUBLIC;
 REVOKE ALL ON FUNCTION resume() FROM PUBLIC;
 GRANT SELECT ON status TO pg_monitor;
+
+-- Per-route counters kept by the worker in shared memory
+CREATE FUNCTION container_stats_internal(OUT route_id integer, OUT upserts bigint,
+    OUT deletes bigint, OUT requests bigint, OUT throttled bigint, OUT retries bigint,
+    OUT dead_lettered bigint, OUT ru_total numeric, OUT ru_per_second float8,
+    OUT avg_batch_ops float8, OUT p50_ms float8, OUT p99_ms float8,
+    OUT last_ack_at timestamptz, OUT stats_reset timestamptz, OUT relid oid,
+    OUT truncates bigint)
+RETURNS SETOF record
+AS 'MODULE_PATHNAME', 'container_stats_internal' LANGUAGE C;
+
+CREATE VIEW container_stats AS
+SELECT r.staging_table,
+       r.cosmos_database,
+       r.container,
+       COALESCE(s.upserts, 0) AS upserts,
+       COALESCE(s.deletes, 0) AS deletes,
+       COALESCE(s.requests, 0) AS requests,
+       COALESCE(s.throttled, 0) AS throttled,
+       COALESCE(s.retries, 0) AS retries,
+       COALESCE(s.dead_lettered, 0) AS dead_lettered,
+       COALESCE(s.ru_total, 0) AS ru_total,
+       COALESCE(s.ru_per_second, 0) AS ru_per_second,
+       COALESCE(s.avg_batch_ops, 0) AS avg_batch_ops,
+       COALESCE(s.p50_ms, 0) AS p50_ms,
+       COALESCE(s.p99_ms, 0) AS p99_ms,
+       s.last_ack_at,
+       s.stats_reset,
+       COALESCE(s.truncates, 0) AS truncates
+  FROM routes r
+  LEFT JOIN container_stats_internal() s ON s.route_id = r.route_id;
+
+CREATE FUNCTION reset_stats() RETURNS void
+AS 'MODULE_PATHNAME', 'reset_stats' LANGUAGE C;
+REVOKE ALL ON FUNCTION reset_stats() FROM PUBLIC;
+GRANT SELECT ON container_stats TO pg_monitor;

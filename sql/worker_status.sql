@@ -20,6 +20,20 @@ SELECT state, worker_pid = (SELECT pid FROM pg_stat_activity WHERE backend_type 
 SELECT string_agg(attname, ', ' ORDER BY attnum) AS status_columns
   FROM pg_attribute WHERE attrelid = 'cosmos_sink.status'::regclass AND attnum > 0;
 
+SELECT string_agg(attname, ', ' ORDER BY attnum) AS container_stats_columns
+  FROM pg_attribute WHERE attrelid = 'cosmos_sink.container_stats'::regclass AND attnum > 0;
+
+-- a route without traffic yet shows zeros; reset_stats() is for the owner
+CREATE TABLE stats_staging (id int PRIMARY KEY, k int);
+SET client_min_messages = warning;
+SELECT count(*) FROM cosmos_sink.add_route('stats_staging', 'shop', 'stats', 'k');
+RESET client_min_messages;
+SELECT staging_table, upserts, deletes, requests, ru_total, p99_ms, stats_reset IS NULL AS never_counted
+  FROM cosmos_sink.container_stats;
+SELECT cosmos_sink.reset_stats();
+SELECT count(*) FROM cosmos_sink.remove_route('stats_staging');
+DROP TABLE stats_staging;
+
 -- pause() and resume() flip the switch the worker obeys
 SELECT cosmos_sink.pause();
 SELECT paused FROM cosmos_sink.worker_status();
@@ -32,7 +46,9 @@ CREATE ROLE regress_nobody;
 SET ROLE regress_monitor;
 SELECT count(*) AS rows FROM cosmos_sink.status;
 SELECT count(*) AS rows FROM cosmos_sink.routes WHERE false;
+SELECT count(*) AS rows FROM cosmos_sink.container_stats WHERE false;
 SELECT cosmos_sink.pause();
+SELECT cosmos_sink.reset_stats();
 SET ROLE regress_nobody;
 SELECT count(*) FROM cosmos_sink.status;
 SELECT count(*) FROM cosmos_sink.dead_letters;

@@ -21,6 +21,7 @@
 #include "cosmos_client.h"
 #include "cosmos_sink.h"
 #include "deadletter.h"
+#include "stats.h"
 #include "status.h"
 
 /* A logical partition with at least this many ready changes gets its own batch */
@@ -204,7 +205,7 @@ ChangeDeadLetter(SinkRoute *route, Change *change, int status, int substatus,
 	DeadLetterAdd(route->relid, change->lsn, change->kind, change->id, change->id_len,
 				  change->pk, change->pk_len, change->doc, change->doc_len,
 				  status, substatus, error, change->txn);
-	pg_atomic_fetch_add_u64(&CosmosSinkState->dead_lettered, 1);
+	StatsRecordDeadLetters(route->route_id, route->relid, 1);
 	ChangeDone(change, false);
 }
 
@@ -307,7 +308,7 @@ BatchAddProblem(const ChangeRecord *rec, XLogRecPtr lsn)
 	txn->pending++;
 	DeadLetterAdd(route->relid, lsn, RECORD_ERROR, rec->id, rec->id_len, rec->pk,
 				  rec->pk_len, NULL, 0, 0, 0, error, txn);
-	pg_atomic_fetch_add_u64(&CosmosSinkState->dead_lettered, 1);
+	StatsRecordDeadLetters(route->route_id, route->relid, 1);
 	ereport(WARNING,
 			(errmsg("cosmos_sink: change of %s parked in dead_letters: %s",
 					route->table_name, error)));
@@ -320,7 +321,7 @@ BatchTruncate(const ChangeRecord *rec)
 {
 	SinkRoute  *route = RouteOf(rec);
 
-	pg_atomic_fetch_add_u64(&CosmosSinkState->truncates, 1);
+	StatsRecordTruncate(route->route_id, route->relid);
 	ereport(WARNING,
 			(errmsg("cosmos_sink: TRUNCATE of %s is not forwarded; the documents in %s/%s are kept",
 					route->table_name, route->cosmos_database, route->container),
@@ -383,7 +384,6 @@ SubmitRequest(SinkRoute *route, SinkRequestKind kind, HttpRequest *http, Change 
 	http->owner = sr;
 	HttpSubmit(http);
 	route->requests_in_flight++;
-	pg_atomic_fetch_add_u64(&CosmosSinkState->requests, 1);
 }
 
 /* Read the container definition or its ranges when needed */
@@ -574,23 +574,29 @@ BatchDispatch(void)
 	return HttpInFlight();
 }
 
-/* Log a failed request once, with what support needs and never a secret */
+/*
+ * Log a failed (or slow) request once, with what Azure support needs: the
+ * container, operations, status, RU, latency, retries and the activity id.
+ * Never a header or a body that could carry a secret.
+ */
 static void
-LogFailedRequest(SinkRoute *route, SinkRequest *sr, const char *outcome)
+LogFailedRequest(SinkRoute *route, SinkRequest *sr, const char *outcome, int retries)
 {
 	HttpRequest *http = sr->http;
-	char	   *problem = CosmosRequestProblem(http);
+	bool		slow = strcmp(outcome, "slow") == 0;
 
 	ereport(LOG,
-			(errmsg("cosmos_sink: request to %s/%s failed (%s): %s",
-					route->cosmos_database, route->container, outcome, problem),
-			 errdetail("%d operations, status %ld/%d, %.2f RU, %ld ms, activity id %s",
+			(errmsg("cosmos_sink: %s request to %s/%s%s%s",
+					slow ? "slow" : "failed", route->cosmos_database, route->container,
+					slow ? "" : ": ", slow ? "" : psprintf("%s (%s)", CosmosRequestProblem(http), outcome)),
+			 errdetail("%d operations, status %ld/%d, %.2f RU, %ld ms, %d retries before, activity id %s",
 					   sr->nops, http->status, http->substatus, http->request_charge,
-					   HttpDurationMs(http), http->activity_id[0] ? http->activity_id : "none")));
+					   HttpDurationMs(http), retries,
+					   http->activity_id[0] ? http->activity_id : "none")));
 }
 
-/* Apply the outcome of one operation to its document slot */
-static void
+/* Apply the outcome of one operation to its document slot; true if it is to be resent */
+static bool
 ApplyOutcome(SinkRoute *route, Change *change, CosmosOutcome outcome,
 			 const CosmosOpResult *result, const char *problem)
 {
@@ -602,8 +608,6 @@ ApplyOutcome(SinkRoute *route, Change *change, CosmosOutcome outcome,
 	{
 		case COSMOS_SUCCESS:
 		case COSMOS_SUCCESS_ABSENT:
-			pg_atomic_fetch_add_u64(change->kind == RECORD_UPSERT ?
-									&CosmosSinkState->upserts : &CosmosSinkState->deletes, 1);
 			ChangeDone(change, true);
 			break;
 		case COSMOS_POISON:
@@ -621,6 +625,7 @@ ApplyOutcome(SinkRoute *route, Change *change, CosmosOutcome outcome,
 			break;
 	}
 	SlotSettle(slot, retry);
+	return retry;
 }
 
 /* Route-level consequence of the worst outcome of a request */
@@ -696,6 +701,8 @@ CompleteWrite(SinkRequest *sr)
 	CosmosOutcome worst = COSMOS_SUCCESS;
 	int			worst_index = 0;
 	bool		acked = false;
+	int			max_attempts = 0;
+	RequestStats rs = {route->route_id, route->relid, sr->nops};
 	int			i;
 
 	bool		too_large = !per_op && http->status == 413 && sr->nops > 1;
@@ -718,14 +725,24 @@ CompleteWrite(SinkRequest *sr)
 			worst_index = i;
 		}
 		acked |= outcome == COSMOS_SUCCESS || outcome == COSMOS_SUCCESS_ABSENT;
-		ApplyOutcome(route, change, outcome, &results[i],
-					 outcome != COSMOS_POISON ? NULL : per_op ? OpProblem(http, &results[i]) :
-					 CosmosRequestProblem(http));
+		if (outcome == COSMOS_SUCCESS || outcome == COSMOS_SUCCESS_ABSENT)
+			(change->kind == RECORD_UPSERT ? rs.upserts++ : rs.deletes++);
+		rs.throttled |= outcome == COSMOS_THROTTLED;
+		max_attempts = Max(max_attempts, change->attempts);
+		if (ApplyOutcome(route, change, outcome, &results[i],
+						 outcome != COSMOS_POISON ? NULL : per_op ? OpProblem(http, &results[i]) :
+						 CosmosRequestProblem(http)))
+			rs.retries++;
 	}
+	rs.request_charge = http->request_charge;
+	rs.duration_ms = HttpDurationMs(http);
+	StatsRecordRequest(&rs);
 	if (acked)
 		CosmosSinkState->last_ack_at = GetCurrentTimestamp();
 	if (worst != COSMOS_SUCCESS)
-		LogFailedRequest(route, sr, CosmosOutcomeName(worst));
+		LogFailedRequest(route, sr, CosmosOutcomeName(worst), max_attempts);
+	else if (CosmosSinkLogMinDurationMs >= 0 && rs.duration_ms >= CosmosSinkLogMinDurationMs)
+		LogFailedRequest(route, sr, "slow", max_attempts);
 	ApplyRouteOutcome(route, sr, worst, &results[worst_index]);
 	if (worst == COSMOS_SUCCESS && !BatchRouteErrors())
 		StatusClearError();
@@ -856,7 +873,7 @@ CompleteMetadata(SinkRequest *sr)
 	}
 	route->container_status = sr->kind == SINK_REQUEST_CONTAINER ?
 		CONTAINER_UNKNOWN : CONTAINER_NEED_RANGES;
-	LogFailedRequest(route, sr, CosmosOutcomeName(outcome));
+	LogFailedRequest(route, sr, CosmosOutcomeName(outcome), route->failures);
 	route->failures++;
 	StatusSetError("%s/%s: %s", route->cosmos_database, route->container,
 				   CosmosRequestProblem(http));

@@ -30,6 +30,7 @@ extern int	CosmosSinkRequestTimeoutMs;
 extern int	CosmosSinkConnectTimeoutMs;
 extern int	CosmosSinkBufferSizeKb;
 extern int	CosmosSinkPollIntervalMs;
+extern int	CosmosSinkLogMinDurationMs;
 
 /* Module initialisers called from _PG_init */
 extern void GucInit(void);

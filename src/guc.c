@@ -32,6 +32,7 @@ int			CosmosSinkRequestTimeoutMs = 10000;
 int			CosmosSinkConnectTimeoutMs = 5000;
 int			CosmosSinkBufferSizeKb = 64 * 1024;
 int			CosmosSinkPollIntervalMs = 10;
+int			CosmosSinkLogMinDurationMs = 5000;
 
 /* Refuse slot names that PostgreSQL would refuse later, with its own message */
 static bool
@@ -140,6 +141,12 @@ GucInit(void)
 	DefineCustomIntVariable("cosmos_sink.poll_interval_ms",
 							"How often the worker looks for new WAL when it has caught up.",
 							NULL, &CosmosSinkPollIntervalMs, 10, 1, 10000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cosmos_sink.log_min_duration_ms",
+							"Log every request to Cosmos DB slower than this (-1: none).",
+							"Failed requests are always logged, with their activity id.",
+							&CosmosSinkLogMinDurationMs, 5000, -1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("cosmos_sink");

@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "cosmos_sink.h"
+#include "stats.h"
 #include "status.h"
 
 PG_FUNCTION_INFO_V1(worker_status);
@@ -36,6 +37,7 @@ StatusShmemRequest(void)
 	if (PrevShmemRequestHook)
 		PrevShmemRequestHook();
 	RequestAddinShmemSpace(MAXALIGN(sizeof(CosmosSinkShared)));
+	StatsShmemRequest();
 }
 
 /* Create or attach the shared state */
@@ -53,12 +55,8 @@ StatusShmemStartup(void)
 		memset(CosmosSinkState, 0, sizeof(CosmosSinkShared));
 		SpinLockInit(&CosmosSinkState->mutex);
 		CosmosSinkState->state = WORKER_STOPPED;
-		pg_atomic_init_u64(&CosmosSinkState->upserts, 0);
-		pg_atomic_init_u64(&CosmosSinkState->deletes, 0);
-		pg_atomic_init_u64(&CosmosSinkState->requests, 0);
-		pg_atomic_init_u64(&CosmosSinkState->dead_lettered, 0);
-		pg_atomic_init_u64(&CosmosSinkState->truncates, 0);
 	}
+	StatsShmemStartup();
 	LWLockRelease(AddinShmemInitLock);
 }
 
@@ -195,7 +193,7 @@ worker_status(PG_FUNCTION_ARGS)
 		elog(ERROR, "return type must be a row type");
 
 	SpinLockAcquire(&CosmosSinkState->mutex);
-	memcpy(&snap, CosmosSinkState, offsetof(CosmosSinkShared, upserts));
+	memcpy(&snap, CosmosSinkState, sizeof(CosmosSinkShared));
 	SpinLockRelease(&CosmosSinkState->mutex);
 
 	alive = snap.worker_pid != 0 && kill(snap.worker_pid, 0) == 0;

@@ -41,11 +41,6 @@ typedef struct CosmosSinkShared
 	int			in_flight;
 	char		last_error[STATUS_ERROR_LEN];
 	TimestampTz last_error_at;
-	pg_atomic_uint64 upserts;
-	pg_atomic_uint64 deletes;
-	pg_atomic_uint64 requests;
-	pg_atomic_uint64 dead_lettered;
-	pg_atomic_uint64 truncates;
 } CosmosSinkShared;
 
 extern CosmosSinkShared *CosmosSinkState;
