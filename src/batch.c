@@ -35,6 +35,12 @@ static HTAB *Routes = NULL;		/* route_id -> SinkRoute */
 static HTAB *Slots = NULL;		/* "route:pk:id" -> DocSlot */
 static Size PendingBytes = 0;
 static int64 PendingChanges = 0;
+static double RuTokens = 0;		/* client-side RU budget (max_ru_per_second) */
+static TimestampTz RuRefilledAt = 0;
+
+/* Burst allowed by the RU budget, in seconds of budget */
+#define RU_BURST_SECONDS	0.25
+#define RU_PER_OP_GUESS		10.0
 
 /* Hash of a slot key (the key field holds a pointer to the string) */
 static uint32
@@ -133,6 +139,8 @@ BatchRoute(const ChangeRecord *rec)
 	ParsePkColumns(route, rec->pk_columns, rec->pk_columns_len);
 	dlist_init(&route->ready);
 	route->container_status = CONTAINER_UNKNOWN;
+	route->window = CosmosSinkMaxInFlight;
+	route->ru_per_op = RU_PER_OP_GUESS;
 	CosmosRouteUrls(route);
 }
 
@@ -370,6 +378,38 @@ RouteBackoff(SinkRoute *route, long ms, bool throttled)
 	route->throttled = throttled;
 }
 
+/* Refill the RU budget's bucket for the time passed */
+static void
+RuRefill(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	double		budget = CosmosSinkMaxRuPerSecond;
+
+	if (RuRefilledAt != 0)
+		RuTokens = Min(budget * RU_BURST_SECONDS,
+					   RuTokens + budget * (double) (now - RuRefilledAt) / USECS_PER_SEC);
+	RuRefilledAt = now;
+}
+
+/* Whether the client-side RU budget lets another request go now */
+static bool
+RuBudgetAllows(void)
+{
+	if (CosmosSinkMaxRuPerSecond <= 0)
+		return true;
+	RuRefill();
+	return RuTokens > 0;
+}
+
+/* Milliseconds until the RU budget lets requests go again */
+static long
+RuWaitMs(void)
+{
+	if (CosmosSinkMaxRuPerSecond <= 0 || RuBudgetAllows())
+		return 0;
+	return (long) ceil(-RuTokens * 1000.0 / CosmosSinkMaxRuPerSecond) + 1;
+}
+
 /* Submit a request for a route */
 static void
 SubmitRequest(SinkRoute *route, SinkRequestKind kind, HttpRequest *http, Change **ops, int nops)
@@ -381,6 +421,10 @@ SubmitRequest(SinkRoute *route, SinkRequestKind kind, HttpRequest *http, Change 
 	sr->http = http;
 	sr->ops = ops;
 	sr->nops = nops;
+	/* set the expected charge aside now; the real one replaces it when known */
+	sr->ru_reserved = nops * route->ru_per_op;
+	if (CosmosSinkMaxRuPerSecond > 0)
+		RuTokens -= sr->ru_reserved;
 	http->owner = sr;
 	HttpSubmit(http);
 	route->requests_in_flight++;
@@ -566,7 +610,8 @@ BatchDispatch(void)
 			DispatchMetadata(route, now);
 			continue;
 		}
-		if (now < route->resume_at || free_requests <= 0)
+		free_requests = Min(free_requests, route->window - route->requests_in_flight);
+		if (now < route->resume_at || free_requests <= 0 || !RuBudgetAllows())
 			continue;
 		route->throttled = false;
 		DispatchWrites(route, free_requests);
@@ -681,6 +726,39 @@ OutcomeRank(CosmosOutcome outcome)
 	}
 }
 
+/* Replace the request's reserved RU by its real charge; learn the cost per op */
+static void
+AccountCharge(SinkRoute *route, SinkRequest *sr, bool per_op)
+{
+	double		charge = sr->http->request_charge;
+
+	if (CosmosSinkMaxRuPerSecond > 0)
+		RuTokens += sr->ru_reserved - charge;
+	if (per_op && charge > 0 && sr->nops > 0)
+		route->ru_per_op = 0.8 * route->ru_per_op + 0.2 * (charge / sr->nops);
+}
+
+/*
+ * Adaptive concurrency (AIMD): a 429 halves the requests a route may have
+ * in flight; each full window of successes lets one more go, up to
+ * cosmos_sink.max_in_flight.
+ */
+static void
+AdaptWindow(SinkRoute *route, bool throttled)
+{
+	route->window = Min(route->window, CosmosSinkMaxInFlight);
+	if (throttled)
+	{
+		route->window = Max(1, route->window / 2);
+		route->window_successes = 0;
+	}
+	else if (++route->window_successes >= route->window)
+	{
+		route->window = Min(route->window + 1, CosmosSinkMaxInFlight);
+		route->window_successes = 0;
+	}
+}
+
 /* Why Cosmos DB refused one operation of a batch, for dead_letters */
 static char *
 OpProblem(HttpRequest *http, const CosmosOpResult *result)
@@ -737,6 +815,8 @@ CompleteWrite(SinkRequest *sr)
 	rs.request_charge = http->request_charge;
 	rs.duration_ms = HttpDurationMs(http);
 	StatsRecordRequest(&rs);
+	AccountCharge(route, sr, per_op);
+	AdaptWindow(route, rs.throttled);
 	if (acked)
 		CosmosSinkState->last_ack_at = GetCurrentTimestamp();
 	if (worst != COSMOS_SUCCESS)
@@ -936,17 +1016,18 @@ BatchNextWakeMs(long max_ms)
 	HASH_SEQ_STATUS status;
 	SinkRoute  *route;
 	TimestampTz now = GetCurrentTimestamp();
+	long		ru_wait = RuWaitMs();
 
 	hash_seq_init(&status, Routes);
 	while ((route = hash_seq_search(&status)) != NULL)
 	{
-		if (route->nready == 0 ||
+		if (route->nready == 0 || route->requests_in_flight >= route->window ||
 			(route->container_status != CONTAINER_READY && route->requests_in_flight > 0))
 			continue;
 		if (route->resume_at <= now)
-			max_ms = 0;
+			max_ms = Min(max_ms, ru_wait);
 		else
-			max_ms = Min(max_ms, TimestampDifferenceMilliseconds(now, route->resume_at));
+			max_ms = Min(max_ms, Max(ru_wait, TimestampDifferenceMilliseconds(now, route->resume_at)));
 	}
 	return max_ms;
 }

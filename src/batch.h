@@ -52,6 +52,9 @@ typedef struct SinkRoute
 	bool		throttled;		/* resume_at is a 429 wait */
 	int			failures;		/* consecutive failed requests */
 	int			ops_limit;		/* ops per request after a 413 (0: batch_max_ops) */
+	int			window;			/* adaptive concurrency: requests allowed in flight */
+	int			window_successes;	/* successes since the window last grew */
+	double		ru_per_op;		/* running average charge, for the RU budget */
 } SinkRoute;
 
 /* One change of one document, as decoded */
@@ -100,6 +103,7 @@ typedef struct SinkRequest
 	int			nops;
 	Change	  **ops;
 	int			attempt;
+	double		ru_reserved;	/* RU budget set aside when sent */
 } SinkRequest;
 
 extern void BatchInit(void);
