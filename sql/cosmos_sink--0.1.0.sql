@@ -142,3 +142,53 @@ CREATE FUNCTION reset_stats() RETURNS void
 AS 'MODULE_PATHNAME', 'reset_stats' LANGUAGE C;
 REVOKE ALL ON FUNCTION reset_stats() FROM PUBLIC;
 GRANT SELECT ON container_stats TO pg_monitor;
+
+-- Re-sends parked records from the current state of their staging rows: a row
+-- that still exists is touched (its UPDATE carries the newest document); a row
+-- that is gone gets its delete re-sent, in commit order, through a
+-- transactional logical message. Returns how many records were re-sent.
+CREATE FUNCTION retry_dead_letters(staging_table regclass DEFAULT NULL)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rt record;
+    dl record;
+    id_type text;
+    touched bigint;
+    n bigint := 0;
+BEGIN
+    FOR rt IN SELECT r.staging_table AS tbl, r.id_column
+                FROM @extschema@.routes r
+               WHERE retry_dead_letters.staging_table IS NULL
+                  OR r.staging_table = retry_dead_letters.staging_table
+    LOOP
+        SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
+          FROM pg_attribute a WHERE a.attrelid = rt.tbl AND a.attname = rt.id_column;
+        FOR dl IN SELECT d.id, d.doc_id, d.partition_key
+                    FROM @extschema@.dead_letters d
+                   WHERE d.staging_table = rt.tbl AND d.retried_at IS NULL AND d.doc_id IS NOT NULL
+                   ORDER BY d.id
+                     FOR UPDATE
+        LOOP
+            EXECUTE format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
+                           rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type)
+              USING dl.doc_id;
+            GET DIAGNOSTICS touched = ROW_COUNT;
+            IF touched = 0 AND jsonb_typeof(dl.partition_key) = 'array' THEN
+                PERFORM pg_logical_emit_message(true, 'cosmos_sink',
+                    concat_ws(E'\n', 'delete', rt.tbl::oid::text,
+                              '[' || (SELECT string_agg(e::text, ',' ORDER BY o)
+                                        FROM jsonb_array_elements(dl.partition_key)
+                                             WITH ORDINALITY AS x(e, o)) || ']',
+                              dl.doc_id));
+            END IF;
+            UPDATE @extschema@.dead_letters SET retried_at = now() WHERE id = dl.id;
+            n := n + 1;
+        END LOOP;
+    END LOOP;
+    RETURN n;
+END
+$$;
+REVOKE ALL ON FUNCTION retry_dead_letters(regclass) FROM PUBLIC;

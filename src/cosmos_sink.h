@@ -31,6 +31,7 @@ extern int	CosmosSinkConnectTimeoutMs;
 extern int	CosmosSinkBufferSizeKb;
 extern int	CosmosSinkPollIntervalMs;
 extern int	CosmosSinkLogMinDurationMs;
+extern int	CosmosSinkDeadLettersMax;
 
 /* Module initialisers called from _PG_init */
 extern void GucInit(void);

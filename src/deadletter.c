@@ -16,6 +16,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 
+#include "cosmos_sink.h"
 #include "deadletter.h"
 #include "record.h"
 
@@ -38,6 +39,8 @@ static MemoryContext DeadLetterContext = NULL;
 static DeadLetter *QueueHead = NULL;
 static DeadLetter *QueueTail = NULL;
 static int	Queued = 0;
+static int64 TableRows = -1;	/* unretried rows at the last flush, -1: unknown */
+static bool Backlogged = false;	/* the last flush left records for lack of room */
 
 /* Set up the queue's memory; once per worker process */
 void
@@ -145,28 +148,64 @@ InsertDeadLetter(DeadLetter *dl)
 	CurrentResourceOwner = owner;
 }
 
-/* Write every queued record in one transaction; returns how many */
+/* Rows of dead_letters not retried yet (they count against dead_letters_max) */
+static int64
+CountUnretried(void)
+{
+	bool		isnull;
+
+	SPI_execute("SELECT count(*) FROM cosmos_sink.dead_letters WHERE retried_at IS NULL", true, 1);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
+/*
+ * Write queued records in one transaction, as many as dead_letters_max
+ * allows; the rest stay queued (their transactions unconfirmed) until rows
+ * are retried or deleted. Returns how many were written.
+ */
 int
 DeadLetterFlush(void)
 {
 	DeadLetter *dl;
-	int			written = Queued;
+	DeadLetter *stop;
+	int			written = 0;
+	int64		room;
 
 	if (QueueHead == NULL)
 		return 0;
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	for (dl = QueueHead; dl != NULL; dl = dl->next)
+	TableRows = CountUnretried();
+	room = CosmosSinkDeadLettersMax - TableRows;
+	for (dl = QueueHead; dl != NULL && written < room; dl = dl->next, written++)
 		InsertDeadLetter(dl);
+	stop = dl;
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
+	TableRows += written;
 
-	for (dl = QueueHead; dl != NULL; dl = dl->next)
+	for (dl = QueueHead; dl != stop; dl = dl->next)
 		CheckpointChangeDone(dl->txn);
-	MemoryContextReset(DeadLetterContext);
-	QueueHead = QueueTail = NULL;
-	Queued = 0;
+	QueueHead = stop;
+	Queued -= written;
+	Backlogged = QueueHead != NULL;
+	if (QueueHead == NULL)
+	{
+		MemoryContextReset(DeadLetterContext);
+		QueueTail = NULL;
+	}
 	return written;
+}
+
+/* Whether records wait for room in dead_letters (forwarding pauses meanwhile) */
+bool
+DeadLettersFull(char **problem)
+{
+	if (!Backlogged)
+		return false;
+	*problem = psprintf("cosmos_sink.dead_letters holds %lld rows not yet retried (cosmos_sink.dead_letters_max = %d); %d more records wait: run cosmos_sink.retry_dead_letters(), or delete rows, to continue",
+						(long long) TableRows, CosmosSinkDeadLettersMax, Queued);
+	return true;
 }

@@ -19,5 +19,6 @@ extern void DeadLetterAdd(Oid relid, XLogRecPtr lsn, char kind,
 						  const char *error, TxnAck *txn);
 extern int	DeadLetterQueued(void);
 extern int	DeadLetterFlush(void);
+extern bool DeadLettersFull(char **problem);
 
 #endif							/* COSMOS_SINK_DEADLETTER_H */

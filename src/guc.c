@@ -33,6 +33,7 @@ int			CosmosSinkConnectTimeoutMs = 5000;
 int			CosmosSinkBufferSizeKb = 64 * 1024;
 int			CosmosSinkPollIntervalMs = 10;
 int			CosmosSinkLogMinDurationMs = 5000;
+int			CosmosSinkDeadLettersMax = 100000;
 
 /* Refuse slot names that PostgreSQL would refuse later, with its own message */
 static bool
@@ -148,6 +149,12 @@ GucInit(void)
 							"Failed requests are always logged, with their activity id.",
 							&CosmosSinkLogMinDurationMs, 5000, -1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+
+	DefineCustomIntVariable("cosmos_sink.dead_letters_max",
+							"Most rows cosmos_sink.dead_letters may hold before forwarding pauses.",
+							"Rows already retried do not count. When full, the worker waits instead of dropping records.",
+							&CosmosSinkDeadLettersMax, 100000, 1, INT_MAX,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("cosmos_sink");
 }

@@ -17,6 +17,7 @@
 #include "utils/json.h"
 #include "utils/memutils.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 
 #include "compat.h"
 #include "cosmos_sink.h"
@@ -419,6 +420,47 @@ PluginTruncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelation
 	}
 }
 
+/*
+ * Transactional message from retry_dead_letters(): "delete\n<relid>\n<pk json>\n<id>"
+ * asks for the delete of a document whose row is gone, in commit order.
+ */
+static void
+PluginMessage(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn,
+			  bool transactional, const char *prefix, Size size, const char *message)
+{
+	PluginState *state = ctx->output_plugin_private;
+	char	   *text;
+	char	   *relid_text;
+	char	   *pk;
+	char	   *id;
+	Relation	rel;
+	MemoryContext old;
+
+	if (!transactional || strcmp(prefix, COSMOS_SINK_PLUGIN) != 0)
+		return;
+	old = MemoryContextSwitchTo(state->context);
+	text = pnstrdup(message, size);
+	if (strncmp(text, "delete\n", 7) == 0 &&
+		(relid_text = text + 7) != NULL &&
+		(pk = strchr(relid_text, '\n')) != NULL &&
+		(id = strchr(pk + 1, '\n')) != NULL)
+	{
+		*pk++ = '\0';
+		*id++ = '\0';
+		rel = RelationIdGetRelation(atooid(relid_text));
+		if (RelationIsValid(rel))
+		{
+			RouteInfo  *route = RouteCacheLookup(rel);
+
+			if (route->routed)
+				EmitChange(ctx, txn, route, RECORD_DELETE, lsn, id, pk, NULL);
+			RelationClose(rel);
+		}
+	}
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(state->context);
+}
+
 /* Register the callbacks; deliberately no stream_* and no two-phase ones */
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
@@ -430,5 +472,6 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->change_cb = PluginChange;
 	cb->truncate_cb = PluginTruncate;
 	cb->commit_cb = PluginCommit;
+	cb->message_cb = PluginMessage;
 	cb->shutdown_cb = PluginShutdown;
 }

@@ -150,6 +150,24 @@ ParkRemovedRoutes(void)
 	CommitTransactionCommand();
 }
 
+/* Write parked records; when dead_letters is full, pause and say why */
+static void
+FlushDeadLetters(void)
+{
+	static TimestampTz last_full_attempt = 0;
+	char	   *problem = NULL;
+
+	if (DeadLettersFull(&problem) &&
+		!TimestampDifferenceExceeds(last_full_attempt, GetCurrentTimestamp(), WORKER_RETRY_MS))
+		return;
+	DeadLetterFlush();
+	if (DeadLettersFull(&problem))
+	{
+		last_full_attempt = GetCurrentTimestamp();
+		WorkerProblem(problem);
+	}
+}
+
 /* Settle every finished request */
 static int
 CompleteRequests(long timeout_ms)
@@ -190,7 +208,9 @@ PublishProgress(void)
 {
 	WorkerState state;
 
-	if (!ClientReady || BatchRouteErrors())
+	char	   *problem;
+
+	if (!ClientReady || BatchRouteErrors() || DeadLettersFull(&problem))
 		state = WORKER_ERROR;
 	else if (StatusPaused() || !CosmosSinkEnabled)
 		state = WORKER_PAUSED;
@@ -290,11 +310,10 @@ WorkerTurn(void)
 		NextConfigAttempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RETRY_MS);
 		ClientReady = false;
 	}
-	if (forwarding && ClientReady && DecoderActive())
-	{
+	if (forwarding && ClientReady && DecoderActive() && !DeadLettersFull(&problem))
 		more_wal = DecoderRound(BufferBytes(), DECODE_SLICE_MS);
+	if (forwarding && ClientReady && DecoderActive())
 		BatchDispatch();
-	}
 	if (DecoderActive())
 		CompleteRequests(ClientReady && forwarding ? WaitTimeMs(more_wal) : 1000);
 	else
@@ -303,7 +322,7 @@ WorkerTurn(void)
 	if (DecoderActive() && BatchRouteErrors())
 		ParkRemovedRoutes();
 	if (DeadLetterQueued() > 0)
-		DeadLetterFlush();
+		FlushDeadLetters();
 	if (DecoderActive())
 		AdvanceConfirmed();
 	PublishProgress();
