@@ -1,0 +1,745 @@
+// The fault proxy itself (lib/fault-proxy.mjs): signature checking against
+// the official vector and live requests (official SDK and raw HTTPS), RU
+// charges and the ledger, injected 429s (seeded, replayable) and the RU/s
+// budget, real atomic-batch semantics, the service's limits, truncation,
+// stalls, resets, scripted errors, container statuses and down/up.
+// Loopback only; everything is stopped in after().
+import { after, before, beforeEach, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import https from 'node:https';
+import { readFileSync } from 'node:fs';
+import { EMULATOR_KEY, createContainer, startEmulator } from '../lib/emulator.mjs';
+import {
+  aadAuthorization, checkAuthorization, formatCharge, masterAuthorization, masterSignature, resourceFromPath,
+  ruForOp, startFaultProxy, stringToSign,
+} from '../lib/fault-proxy.mjs';
+import { Cleanup, sleep, waitFor } from '../lib/util.mjs';
+
+const DB = 'shop';
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const T = { timeout: 60000 };
+
+// ---------------------------------------------------------------------------
+// The official vector needs no server
+// ---------------------------------------------------------------------------
+
+describe('signature checker (reference §1.3 official vector)', () => {
+  const key = 'dsZQi3KtZmCv1ljt3VNWNm7sQUF1y5rJfC6kv5JiwvW0EndXdDku/dkKBp8/ufDToSxLzR4y+O/0H/t4bQtVNw==';
+  const date = 'Thu, 27 Apr 2017 00:51:12 GMT';
+  const now = Date.parse(date);
+  const docsHeader = 'type%3dmaster%26ver%3d1.0%26sig%3dc09PEVJrgp2uQRkr934kFbTqhByc7TVr3OHyqlu%2bc%2bc%3d';
+  const req = (authorization, extra = {}) => ({
+    method: 'GET', path: '/dbs/ToDoList',
+    headers: { authorization, 'x-ms-date': date, 'x-ms-version': '2020-07-15', ...extra },
+  });
+
+  test('payload, signature and header are the documented ones', () => {
+    assert.equal(stringToSign('GET', 'dbs', 'dbs/ToDoList', date), 'get\ndbs\ndbs/ToDoList\nthu, 27 apr 2017 00:51:12 gmt\n\n');
+    assert.equal(Buffer.byteLength(stringToSign('GET', 'dbs', 'dbs/ToDoList', date)), 52);
+    assert.equal(masterSignature(key, 'GET', 'dbs', 'dbs/ToDoList', date), 'c09PEVJrgp2uQRkr934kFbTqhByc7TVr3OHyqlu+c+c=');
+    assert.equal(masterAuthorization(key, 'GET', 'dbs', 'dbs/ToDoList', date),
+      'type%3Dmaster%26ver%3D1.0%26sig%3Dc09PEVJrgp2uQRkr934kFbTqhByc7TVr3OHyqlu%2Bc%2Bc%3D');
+  });
+
+  test('the checker accepts the documented header (either hex case) and rejects the negative controls', () => {
+    assert.deepEqual(checkAuthorization(req(docsHeader), { key, now }), { ok: true, type: 'master' });
+    assert.equal(checkAuthorization(req('type%3Dmaster%26ver%3D1.0%26sig%3Dc09PEVJrgp2uQRkr934kFbTqhByc7TVr3OHyqlu%2Bc%2Bc%3D'), { key, now }).ok, true);
+    for (const wrong of ['a7YZaHdlmUUR2n9H6JtkhFiuJZi1xVrLf35iK3FNhxA=', '2VcgFqfJCqanOOk6Bt9IMeGnOC/sHzYjtO1mMqWVucU=',
+      'l5TzY/mUzYGoohgCL4huognzuf0eGlU5/Q6klq03F1w=']) {
+      const r = checkAuthorization(req(encodeURIComponent(`type=master&ver=1.0&sig=${wrong}`)), { key, now });
+      assert.equal(r.ok, false);
+      assert.equal(r.reason, 'bad-signature');
+      assert.equal(r.payload, 'get\ndbs\ndbs/ToDoList\nthu, 27 apr 2017 00:51:12 gmt\n\n');
+      assert.match(r.message, /^The input authorization token can't serve the request/);
+    }
+    // the same header with another key, a stale clock, no x-ms-version, no x-ms-date
+    assert.equal(checkAuthorization(req(docsHeader), { key: EMULATOR_KEY, now }).reason, 'bad-signature');
+    assert.equal(checkAuthorization(req(docsHeader), { key, now: now + 15 * 60000 }).ok, true);
+    assert.equal(checkAuthorization(req(docsHeader), { key, now: now + 15 * 60000 + 1 }).reason, 'stale-date');
+    assert.equal(checkAuthorization(req(docsHeader), { key, now: now - 16 * 60000 }).reason, 'stale-date');
+    assert.equal(checkAuthorization(req(docsHeader, { 'x-ms-version': undefined }), { key, now }).reason, 'no-version');
+    assert.equal(checkAuthorization(req(docsHeader, { 'x-ms-date': undefined }), { key, now }).reason, 'no-date');
+    // the path decides what is signed: /dbs signs type dbs with an empty link
+    assert.equal(checkAuthorization({ ...req(docsHeader), path: '/dbs' }, { key, now }).reason, 'bad-signature');
+    // AAD only when a token is expected, and only that token
+    assert.equal(checkAuthorization(req(aadAuthorization('tok')), { key, now }).reason, 'bad-aad-token');
+    assert.equal(checkAuthorization(req(aadAuthorization('tok')), { key, now, aadToken: 'tok' }).ok, true);
+    assert.equal(checkAuthorization(req(aadAuthorization('tok2')), { key, now, aadToken: 'tok' }).ok, false);
+  });
+
+  test('resource type and link per path (reference §1.4)', () => {
+    const cases = [
+      ['/', '', ''],
+      ['/dbs', 'dbs', ''],
+      ['/dbs/ToDoList', 'dbs', 'dbs/ToDoList'],
+      ['/dbs/d/colls', 'colls', 'dbs/d'],
+      ['/dbs/d/colls/c', 'colls', 'dbs/d/colls/c'],
+      ['/dbs/d/colls/c/pkranges', 'pkranges', 'dbs/d/colls/c'],
+      ['/dbs/d/colls/c/docs', 'docs', 'dbs/d/colls/c'],
+      ['/dbs/d/colls/c/docs/a%20b%2Fc?x=1', 'docs', 'dbs/d/colls/c/docs/a b/c'],
+      ['/dbs/my%20db/colls/c%C3%A9/docs', 'docs', 'dbs/my db/colls/cé'],
+    ];
+    for (const [p, type, link] of cases) assert.deepEqual(resourceFromPath(p), { resourceType: type, resourceLink: link }, p);
+  });
+
+  test('ruForOp: 10 RU per started KiB of the item, min 10; delete 10', () => {
+    const sized = (n) => {
+      const doc = { id: 'x', pk: 'p', pad: '' };
+      doc.pad = 'a'.repeat(n - JSON.stringify(doc).length);
+      assert.equal(Buffer.byteLength(JSON.stringify(doc)), n);
+      return { operationType: 'Upsert', resourceBody: doc };
+    };
+    assert.equal(ruForOp(sized(30)), 10);
+    assert.equal(ruForOp(sized(1024)), 10);
+    assert.equal(ruForOp(sized(1025)), 20);
+    assert.equal(ruForOp(sized(4096)), 40);
+    assert.equal(ruForOp({ operationType: 'Delete', id: 'x' }), 10);
+    assert.equal(ruForOp({ operationType: 'Read', id: 'x' }), 1);
+    assert.equal(formatCharge(30), '30.00');
+    assert.equal(formatCharge(0.1 + 0.2), '0.30');
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Live: emulator + proxy
+// ---------------------------------------------------------------------------
+
+describe('fault proxy in front of the emulator', { timeout: 300000 }, () => {
+  const cleanup = new Cleanup();
+  let emu;
+  let proxy;
+  let ca;
+  let collSeq = 0;
+
+  before(async () => {
+    emu = await startEmulator();
+    cleanup.add(() => emu.stop());
+    proxy = await startFaultProxy({ emulator: emu });
+    cleanup.add(() => proxy.stop());
+    ca = readFileSync(proxy.caFile);
+  });
+  after(() => cleanup.run());
+  beforeEach(async () => {
+    await proxy.up();
+    await proxy.clear();
+    await proxy.set({ atomicMode: 'precheck', realPkRanges: true, maxOps: 100, maxRequestBytes: 2 * 1024 * 1024,
+      maxItemBytes: 2 * 1024 * 1024, clockOffsetMs: 0, faultKinds: ['batch', 'bulk'], seed: 1 });
+    await proxy.setAadToken(null);
+    await proxy.reset();
+  });
+
+  /** A fresh container (created through the proxy with the SDK: signatures must pass). */
+  async function newContainer(prefix) {
+    const id = `${prefix}_${++collSeq}`;
+    await createContainer(proxy.endpoint, proxy.caFile, DB, id, '/pk');
+    return id;
+  }
+
+  /** All documents of a container, read from the emulator directly: Map id -> doc. */
+  async function docsIn(coll) {
+    const c = emu.client();
+    try {
+      const { resources } = await c.database(DB).container(coll).items.query('SELECT * FROM c').fetchAll();
+      return new Map(resources.map((d) => [d.id, d]));
+    } finally {
+      c.dispose();
+    }
+  }
+
+  /** Seed documents directly in the emulator (bypassing the proxy). */
+  async function seed(coll, docs) {
+    const c = emu.client();
+    try {
+      for (const d of docs) await c.database(DB).container(coll).items.upsert(d);
+    } finally {
+      c.dispose();
+    }
+  }
+
+  /**
+   * A raw HTTPS request to the proxy, signed with `key` unless authorization is
+   * given. Resolves {status, headers, text, json}; rejects on transport errors
+   * (code 'TRUNCATED' when the answer was cut after the headers).
+   */
+  function raw({ method = 'GET', path, headers = {}, body, key = EMULATOR_KEY, date = new Date().toUTCString(),
+    authorization, timeoutMs = 10000 }) {
+    const { resourceType, resourceLink } = resourceFromPath(path);
+    const h = {
+      'x-ms-date': date, 'x-ms-version': '2020-07-15', accept: 'application/json',
+      authorization: authorization ?? masterAuthorization(key, method, resourceType, resourceLink, date),
+      ...headers,
+    };
+    for (const k of Object.keys(h)) if (h[k] === undefined) delete h[k];
+    const payload = body === undefined ? undefined : Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+    if (payload) { h['content-type'] ??= 'application/json'; h['content-length'] = String(payload.length); }
+    return new Promise((resolve, reject) => {
+      const r = https.request({ host: '127.0.0.1', servername: 'localhost', port: proxy.port, method, path, headers: h, ca, agent: false }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('error', () => { /* reported by close */ });
+        res.on('close', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          if (!res.complete) {
+            reject(Object.assign(new Error(`answer cut after ${text.length} bytes`), { code: 'TRUNCATED', status: res.statusCode, received: text }));
+            return;
+          }
+          let json;
+          try { json = JSON.parse(text); } catch { json = undefined; }
+          resolve({ status: res.statusCode, headers: res.headers, text, json });
+        });
+      });
+      r.setTimeout(timeoutMs, () => r.destroy(Object.assign(new Error('client timeout'), { code: 'CLIENT_TIMEOUT' })));
+      r.on('error', reject);
+      r.end(payload);
+    });
+  }
+
+  /** A batch/bulk request as the worker sends it. */
+  function batch(coll, ops, { atomic = false, pk, continueOnError = !atomic, ...rest } = {}) {
+    const headers = {
+      'x-ms-cosmos-is-batch-request': 'True',
+      'x-ms-cosmos-batch-atomic': atomic ? 'True' : 'False',
+      'x-ms-cosmos-batch-continue-on-error': continueOnError ? 'True' : 'False',
+    };
+    if (atomic) headers['x-ms-documentdb-partitionkey'] = JSON.stringify([pk]);
+    else headers['x-ms-documentdb-partitionkeyrangeid'] = '0';
+    return raw({ method: 'POST', path: `/dbs/${DB}/colls/${coll}/docs`, headers, body: ops, ...rest });
+  }
+
+  const upsert = (doc, pk = doc.pk) => ({ operationType: 'Upsert', partitionKey: JSON.stringify([pk]), resourceBody: doc });
+  const del = (id, pk) => ({ operationType: 'Delete', id, partitionKey: JSON.stringify([pk]) });
+  const statuses = (r) => r.json.map((x) => x.statusCode);
+
+  test('signatures: the SDK passes; tampered, stale, unsigned, wrong-key and wrong-link requests get 401', T, async () => {
+    const coll = await newContainer('auth');
+    const client = proxy.client();
+    try {
+      const c = client.database(DB).container(coll);
+      await c.items.upsert({ id: 'a', pk: 'p', v: 1 });
+      assert.equal((await c.item('a', 'p').read()).resource.v, 1);
+      await c.items.query('SELECT * FROM c').fetchAll();
+    } finally {
+      client.dispose();
+    }
+    assert.equal((await proxy.ledger()).unauthorized, 0);
+
+    const wrongKey = proxy.client({ key: Buffer.alloc(64, 7).toString('base64') });
+    try {
+      await assert.rejects(wrongKey.database(DB).container(coll).read(), (e) => e.code === 401);
+    } finally {
+      wrongKey.dispose();
+    }
+
+    const path = `/dbs/${DB}/colls/${coll}`;
+    assert.equal((await raw({ path })).status, 200);
+    const date = new Date().toUTCString();
+    const good = decodeURIComponent(masterAuthorization(EMULATOR_KEY, 'GET', 'colls', `dbs/${DB}/colls/${coll}`, date));
+    const sig = good.split('&sig=')[1];
+    const flipped = sig[0] === 'A' ? `B${sig.slice(1)}` : `A${sig.slice(1)}`;
+    const tampered = await raw({ path, date, authorization: encodeURIComponent(`type=master&ver=1.0&sig=${flipped}`) });
+    assert.equal(tampered.status, 401);
+    assert.equal(tampered.json.code, 'Unauthorized');
+    assert.match(tampered.json.message, /^The input authorization token can't serve the request/);
+    assert.ok(tampered.json.message.includes(`get\ncolls\ndbs/${DB}/colls/${coll}\n${date.toLowerCase()}\n\n`), tampered.json.message);
+    assert.ok(!tampered.json.message.includes(EMULATOR_KEY));
+    assert.equal((await raw({ path, date: new Date(Date.now() - 20 * 60000).toUTCString() })).status, 401);
+    assert.equal((await raw({ path, date: new Date(Date.now() + 20 * 60000).toUTCString() })).status, 401);
+    assert.equal((await raw({ path, headers: { 'x-ms-version': undefined } })).status, 401);
+    assert.equal((await raw({ path, headers: { 'x-ms-date': undefined } })).status, 401);
+    assert.equal((await raw({ path, authorization: undefined, headers: { authorization: undefined } })).status, 401);
+    // signed for the wrong resource: a point read of the docs feed, or the container link for pkranges
+    const wrongLink = masterAuthorization(EMULATOR_KEY, 'GET', 'pkranges', `dbs/${DB}/colls/${coll}/pkranges`, date);
+    assert.equal((await raw({ path: `${path}/pkranges`, date, authorization: wrongLink })).status, 401);
+    assert.equal((await raw({ path: `${path}/pkranges` })).status, 200);
+    // a batch signs post / docs / the container link
+    const okBatch = await batch(coll, [upsert({ id: 'b', pk: 'p' })]);
+    assert.equal(okBatch.status, 200);
+    const badBatch = await batch(coll, [upsert({ id: 'c', pk: 'p' })], {
+      date, authorization: masterAuthorization(EMULATOR_KEY, 'POST', 'docs', `dbs/${DB}/colls/${coll}/docs`, date),
+    });
+    assert.equal(badBatch.status, 401);
+    assert.ok(!(await docsIn(coll)).has('c'), 'a rejected batch must not be applied');
+
+    // AAD tokens: only when configured, only that token
+    assert.equal((await raw({ path, authorization: aadAuthorization('token-1') })).status, 401);
+    await proxy.setAadToken('token-1');
+    assert.equal((await raw({ path, authorization: aadAuthorization('token-1') })).status, 200);
+    assert.equal((await raw({ path, authorization: aadAuthorization('token-2') })).status, 401);
+    await proxy.setAadToken(null);
+    assert.equal((await raw({ path, authorization: aadAuthorization('token-1') })).status, 401);
+
+    // the server's clock 20 min ahead: fresh signatures are stale
+    await proxy.set({ clockOffsetMs: 20 * 60000 });
+    assert.equal((await raw({ path })).status, 401);
+    await proxy.set({ clockOffsetMs: 0 });
+    const l = await proxy.ledger();
+    assert.equal(l.unauthorized, 13);
+    assert.equal(l.byStatus['401'], 13);
+    const recs = await proxy.requests({ kind: 'container' });
+    assert.ok(recs.some((r) => r.authFailure === 'stale-date') && recs.some((r) => r.authFailure === 'bad-signature'));
+  });
+
+  test('RU charges: per op by size, header = sum, exact ledger', T, async () => {
+    const coll = await newContainer('ru');
+    await seed(coll, [{ id: 'old', pk: 'p1' }]);
+    const pad = (id, pk, bytes) => {
+      const doc = { id, pk, pad: '' };
+      doc.pad = 'z'.repeat(bytes - JSON.stringify(doc).length);
+      return doc;
+    };
+    const bulkOps = [upsert(pad('a', 'p1', 200)), upsert(pad('b', 'p2', 1024)), upsert(pad('c', 'p1', 1025)),
+      upsert(pad('d', 'p3', 5000)), del('old', 'p1'), del('never', 'p2'), upsert({ id: 'e', pk: 'p1', s: 'é'.repeat(600) })];
+    const want = [10, 10, 20, 50, 10, 0, 20];
+    assert.deepEqual(bulkOps.map((op, i) => (i === 5 ? 0 : ruForOp(op))), want);
+    const r1 = await batch(coll, bulkOps);
+    assert.equal(r1.status, 207, 'a bulk answer with a failed op is multi-status');
+    assert.deepEqual(statuses(r1), [201, 201, 201, 201, 204, 404, 201]);
+    assert.deepEqual(r1.json.map((x) => x.requestCharge), want);
+    const sum1 = want.reduce((a, b) => a + b, 0);
+    assert.equal(r1.headers['x-ms-request-charge'], formatCharge(sum1));
+    assert.match(r1.headers['x-ms-activity-id'], UUID);
+
+    const atomicOps = [upsert(pad('f', 'p9', 3000), 'p9'), upsert(pad('g', 'p9', 100), 'p9')];
+    const r2 = await batch(coll, atomicOps, { atomic: true, pk: 'p9' });
+    assert.equal(r2.status, 200);
+    assert.deepEqual(statuses(r2), [201, 201]);
+    assert.equal(r2.headers['x-ms-request-charge'], '40.00');
+    assert.notEqual(r2.headers['x-ms-activity-id'], r1.headers['x-ms-activity-id']);
+
+    // upserting again: 200 replaced, same charge
+    const r3 = await batch(coll, [upsert(pad('a', 'p1', 200))]);
+    assert.deepEqual(statuses(r3), [200]);
+    assert.equal(r3.headers['x-ms-request-charge'], '10.00');
+
+    const l = await proxy.ledger();
+    assert.equal(l.ru, sum1 + 40 + 10);
+    assert.equal(l.writeRequests, 3);
+    assert.equal(l.ops, 7 + 2 + 1);
+    assert.equal(l.upserts, 5 + 2 + 1);
+    assert.equal(l.deletes, 1);
+    assert.equal(l.deletesNotFound, 1);
+    assert.deepEqual(l.opsByStatus, { 200: 1, 201: 7, 204: 1, 404: 1 });
+    assert.equal(l.byStatus['207'], 1);
+    const recs = await proxy.requests();
+    const writes = recs.filter((r) => r.kind === 'batch' || r.kind === 'bulk');
+    assert.deepEqual(writes.map((r) => [r.kind, r.ops, r.status, r.ru]), [['bulk', 7, 207, sum1], ['batch', 2, 200, 40], ['bulk', 1, 200, 10]]);
+    assert.equal(writes[0].pkrangeId, '0');
+    assert.equal(writes[1].partitionKey, '["p9"]');
+    assert.ok(writes.every((r) => r.acknowledged && r.durationMs >= 0));
+    // the emulator holds what was answered
+    const docs = await docsIn(coll);
+    assert.deepEqual([...docs.keys()].sort(), ['a', 'b', 'c', 'd', 'e', 'f', 'g']);
+
+    // the SDK's own bulk goes through too (pkranges with string ids, ranges routed)
+    const client = proxy.client();
+    try {
+      const res = await client.database(DB).container(coll).items.bulk([
+        { operationType: 'Upsert', resourceBody: { id: 'h', pk: 'p5' } },
+        { operationType: 'Delete', id: 'h2', partitionKey: 'p5' },
+      ]);
+      assert.deepEqual(res.map((x) => [x.statusCode, x.requestCharge]), [[201, 10], [404, 0]]);
+      const b = await client.database(DB).container(coll).items.batch([
+        { operationType: 'Upsert', resourceBody: { id: 'i', pk: 'p6' } },
+        { operationType: 'Upsert', resourceBody: { id: 'j', pk: 'p6' } },
+      ], 'p6');
+      assert.equal(b.code, 200);
+    } finally {
+      client.dispose();
+    }
+    assert.equal((await proxy.ledger()).ru, sum1 + 40 + 10 + 10 + 20);
+  });
+
+  test('429 injection: answered 429/3200 with retry-after, never applied; seeded and replayable', T, async () => {
+    const coll = await newContainer('thr');
+    await proxy.set({ throttleRate: 1, retryAfterMs: 75 });
+    const r = await batch(coll, [upsert({ id: 't1', pk: 'p' })]);
+    assert.equal(r.status, 429);
+    assert.equal(r.headers['x-ms-retry-after-ms'], '75');
+    assert.equal(r.headers['x-ms-substatus'], '3200');
+    assert.equal(r.headers['x-ms-request-charge'], '0.00');
+    assert.equal(r.json.code, 'TooManyRequests');
+    assert.ok(!(await docsIn(coll)).has('t1'));
+    let l = await proxy.ledger();
+    assert.equal(l.throttled, 1);
+    assert.equal(l.ru, 0);
+    assert.equal(l.failedInjected, 0);
+    assert.equal((await proxy.requests({ kind: 'bulk' }))[0].injected, '429');
+
+    // the same seed gives the same pattern; another seed another one
+    const pattern = async (n) => {
+      const out = [];
+      for (let i = 0; i < n; i++) out.push((await batch(coll, [upsert({ id: `s${i}`, pk: 'p' })])).status);
+      return out.join(',');
+    };
+    await proxy.set({ throttleRate: 0.5, seed: 7 });
+    const a = await pattern(16);
+    await proxy.set({ seed: 7 });
+    const b = await pattern(16);
+    await proxy.set({ seed: 8 });
+    const c = await pattern(16);
+    assert.equal(a, b);
+    assert.notEqual(a, c);
+    assert.ok(a.includes('429') && a.includes('200'), a);
+    l = await proxy.ledger();
+    assert.equal(l.throttled, 1 + [a, b, c].join(',').split(',').filter((s) => s === '429').length);
+
+    // the SDK retries 429s by itself (point writes made eligible here)
+    await proxy.reset();
+    await proxy.set({ throttleRate: 0.5, retryAfterMs: 5, faultKinds: ['other', 'batch', 'bulk'] });
+    const client = proxy.client();
+    try {
+      for (let i = 0; i < 10; i++) await client.database(DB).container(coll).items.upsert({ id: `sdk${i}`, pk: 'p' });
+    } finally {
+      client.dispose();
+    }
+    assert.ok((await proxy.ledger()).throttled > 0);
+    const docs = await docsIn(coll);
+    for (let i = 0; i < 10; i++) assert.ok(docs.has(`sdk${i}`));
+  });
+
+  test('RU budget: ruPerSecond answers 429 until the 1 s window resets', T, async () => {
+    const coll = await newContainer('budget');
+    await proxy.set({ ruPerSecond: 100 });
+    const five = (tag) => Array.from({ length: 5 }, (_, i) => upsert({ id: `${tag}${i}`, pk: 'p' })); // 50 RU
+    let ok = false;
+    for (let attempt = 0; attempt < 5 && !ok; attempt++) {
+      while (Date.now() % 1000 > 50) await sleep(5); // start at the beginning of a window
+      const t0 = Date.now();
+      const r1 = await batch(coll, five(`a${attempt}_`));
+      const r2 = await batch(coll, five(`b${attempt}_`));
+      const r3 = await batch(coll, five(`c${attempt}_`));
+      if (Math.floor(Date.now() / 1000) !== Math.floor(t0 / 1000)) continue; // crossed a window: retry
+      assert.equal(r1.status, 200);
+      assert.equal(r2.status, 200);
+      assert.equal(r3.status, 429);
+      assert.equal(r3.headers['x-ms-substatus'], '3200');
+      const wait = Number(r3.headers['x-ms-retry-after-ms']);
+      assert.ok(wait >= 1 && wait <= 1000, String(wait));
+      assert.ok(!(await docsIn(coll)).has(`c${attempt}_0`));
+      await sleep(wait);
+      const r4 = await batch(coll, five(`c${attempt}_`));
+      assert.equal(r4.status, 200);
+      ok = true;
+    }
+    assert.ok(ok, 'could not fit three requests into one 1 s window');
+    // a single request bigger than the budget still passes when alone in its window
+    await proxy.set({ ruPerSecond: 10 });
+    await sleep(1000 - (Date.now() % 1000) + 5);
+    const big = await batch(coll, [upsert({ id: 'big', pk: 'p', pad: 'x'.repeat(3000) })]);
+    assert.equal(big.status, 200);
+    assert.equal(big.headers['x-ms-request-charge'], '30.00');
+    const recs = await proxy.requests({ kind: 'bulk' });
+    assert.ok(recs.some((r) => r.reason === 'ruPerSecond' && r.status === 429 && r.ru === 0));
+  });
+
+  test('atomic batches: an invalid id or a failing op gives 207 + 424s and applies nothing', T, async () => {
+    const coll = await newContainer('atomic');
+    await seed(coll, [{ id: 'keep', pk: 'p1', v: 1 }, { id: 'gone', pk: 'p1', v: 1 }]);
+    const keepV = async () => (await docsIn(coll)).get('keep')?.v;
+
+    for (const bad of ['bad/id', 'bad\\id', 'bad?id', 'bad#id', 'x'.repeat(1024), '']) {
+      const r = await batch(coll, [upsert({ id: 'keep', pk: 'p1', v: 2 }), upsert({ id: 'new1', pk: 'p1' }),
+        upsert({ id: bad, pk: 'p1' }), upsert({ id: 'new2', pk: 'p1' })], { atomic: true, pk: 'p1' });
+      assert.equal(r.status, 207, bad);
+      assert.deepEqual(statuses(r), [424, 424, 400, 424]);
+      assert.deepEqual(r.json.map((x) => x.requestCharge), [0, 0, 0, 0]);
+      assert.equal(r.headers['x-ms-request-charge'], '0.00');
+    }
+    assert.equal(await keepV(), 1);
+    let docs = await docsIn(coll);
+    assert.ok(!docs.has('new1') && !docs.has('new2'));
+    // 1023 bytes is fine (multi-byte characters count as bytes)
+    const okLong = await batch(coll, [upsert({ id: 'é'.repeat(511), pk: 'p1' })], { atomic: true, pk: 'p1' });
+    assert.deepEqual(statuses(okLong), [201]);
+    const tooLong = await batch(coll, [upsert({ id: 'é'.repeat(512), pk: 'p1' })], { atomic: true, pk: 'p1' });
+    assert.deepEqual(statuses(tooLong), [400]);
+
+    // a delete of a missing doc fails the batch on the real service: nothing before it stays
+    const r = await batch(coll, [upsert({ id: 'keep', pk: 'p1', v: 3 }), upsert({ id: 'new3', pk: 'p1' }),
+      del('missing', 'p1'), del('gone', 'p1')], { atomic: true, pk: 'p1' });
+    assert.equal(r.status, 207);
+    assert.deepEqual(statuses(r), [424, 424, 404, 424]);
+    docs = await docsIn(coll);
+    assert.equal(docs.get('keep').v, 1);
+    assert.ok(!docs.has('new3') && docs.has('gone'));
+    assert.equal((await proxy.requests({ kind: 'batch' })).at(-1).reason, 'precheck');
+
+    // rollback mode: forwarded, the emulator applies the first ops, the proxy undoes them
+    await proxy.set({ atomicMode: 'rollback' });
+    const rb = await batch(coll, [upsert({ id: 'keep', pk: 'p1', v: 4 }), upsert({ id: 'new4', pk: 'p1' }),
+      del('gone', 'p1'), del('missing', 'p1')], { atomic: true, pk: 'p1' });
+    assert.deepEqual(statuses(rb), [424, 424, 424, 404]);
+    docs = await docsIn(coll);
+    assert.equal(docs.get('keep').v, 1);
+    assert.equal(docs.get('gone').v, 1);
+    assert.ok(!docs.has('new4'));
+    let l = await proxy.ledger();
+    assert.equal(l.rollbacks, 1);
+    assert.equal(l.atomicViolations, 0);
+
+    // the emulator alone: earlier ops stay applied, HTTP 200 (why the proxy exists)
+    await proxy.set({ atomicMode: 'none' });
+    const lax = await batch(coll, [upsert({ id: 'new5', pk: 'p1' }), del('missing', 'p1')], { atomic: true, pk: 'p1' });
+    assert.equal(lax.status, 207); // per-op failure: still multi-status
+    assert.deepEqual(statuses(lax), [201, 404]);
+    assert.ok((await docsIn(coll)).has('new5'));
+
+    // a good atomic batch, and the SDK's (ops without partitionKey get the header's)
+    await proxy.set({ atomicMode: 'precheck' });
+    const good = await batch(coll, [upsert({ id: 'keep', pk: 'p1', v: 6 }), del('gone', 'p1'),
+      { operationType: 'Create', resourceBody: { id: 'new6', pk: 'p1' } }], { atomic: true, pk: 'p1' });
+    assert.equal(good.status, 200);
+    assert.deepEqual(statuses(good), [200, 204, 201]);
+    assert.equal(good.headers['x-ms-request-charge'], '30.00');
+    docs = await docsIn(coll);
+    assert.equal(docs.get('keep').v, 6);
+    assert.ok(!docs.has('gone') && docs.has('new6'));
+    const dup = await batch(coll, [upsert({ id: 'x7', pk: 'p1' }), { operationType: 'Create', resourceBody: { id: 'new6', pk: 'p1' } }],
+      { atomic: true, pk: 'p1' });
+    assert.deepEqual(statuses(dup), [424, 409]);
+    assert.ok(!(await docsIn(coll)).has('x7'));
+    const client = proxy.client();
+    try {
+      const b = await client.database(DB).container(coll).items.batch([
+        { operationType: 'Upsert', resourceBody: { id: 'sdk1', pk: 'p2' } },
+        { operationType: 'Delete', id: 'nope' },
+      ], 'p2');
+      assert.equal(b.code, 207);
+      assert.deepEqual(b.result.map((x) => x.statusCode), [424, 404]);
+    } finally {
+      client.dispose();
+    }
+    assert.ok(!(await docsIn(coll)).has('sdk1'));
+    l = await proxy.ledger();
+    assert.equal(l.atomicViolations, 0);
+  });
+
+  test('limits: > 100 ops -> 400, request > 2 MiB -> 413, per-op 400/413 in bulk, the rest proceeds', T, async () => {
+    const coll = await newContainer('limits');
+    const many = (n, tag) => Array.from({ length: n }, (_, i) => upsert({ id: `${tag}${i}`, pk: `p${i % 3}` }));
+    const r101 = await batch(coll, many(101, 'm'));
+    assert.equal(r101.status, 400);
+    assert.equal(r101.json.code, 'BadRequest');
+    assert.ok(!Array.isArray(r101.json));
+    const a101 = await batch(coll, Array.from({ length: 101 }, (_, i) => upsert({ id: `am${i}`, pk: 'p' })), { atomic: true, pk: 'p' });
+    assert.equal(a101.status, 400);
+    assert.equal((await docsIn(coll)).size, 0);
+    const r100 = await batch(coll, many(100, 'n'));
+    assert.equal(r100.status, 200);
+    assert.equal(r100.json.length, 100);
+    assert.equal((await batch(coll, [])).status, 400);
+    assert.equal((await batch(coll, { not: 'an array' })).status, 400);
+
+    // whole request over 2 MiB
+    const huge = await batch(coll, [upsert({ id: 'huge', pk: 'p', pad: 'h'.repeat(2 * 1024 * 1024) })]);
+    assert.equal(huge.status, 413);
+    assert.equal(huge.json.code, 'RequestEntityTooLarge');
+    assert.ok(!(await docsIn(coll)).has('huge'));
+
+    // per-op failures in bulk (smaller limits to keep it quick): the others are applied
+    await proxy.set({ maxItemBytes: 8 * 1024 });
+    const mixed = await batch(coll, [upsert({ id: 'ok1', pk: 'p' }), upsert({ id: 'big', pk: 'p', pad: 'b'.repeat(9000) }),
+      upsert({ id: 'bad#id', pk: 'p' }), { operationType: 'Upsert', resourceBody: { id: 'nopk', pk: 'p' } }, upsert({ id: 'ok2', pk: 'q' }),
+      del('bad/del', 'p')]);
+    assert.equal(mixed.status, 207);
+    assert.deepEqual(statuses(mixed), [201, 413, 400, 400, 201, 400]);
+    assert.deepEqual(mixed.json.map((x) => x.requestCharge), [10, 0, 0, 0, 10, 0]);
+    assert.equal(mixed.headers['x-ms-request-charge'], '20.00');
+    let docs = await docsIn(coll);
+    assert.ok(docs.has('ok1') && docs.has('ok2') && !docs.has('big') && !docs.has('nopk'));
+    // without continue-on-error, ops after the first failure are 424 and not applied
+    const stop = await batch(coll, [upsert({ id: 'ok3', pk: 'p' }), upsert({ id: 'bad/3', pk: 'p' }), upsert({ id: 'ok4', pk: 'p' })],
+      { continueOnError: false });
+    assert.deepEqual(statuses(stop), [201, 400, 424]);
+    docs = await docsIn(coll);
+    assert.ok(docs.has('ok3') && !docs.has('ok4'));
+    // a smaller request limit
+    await proxy.set({ maxRequestBytes: 64 * 1024 });
+    assert.equal((await batch(coll, [upsert({ id: 'mid', pk: 'p', pad: 'm'.repeat(70 * 1024) })])).status, 413);
+    await assert.rejects(proxy.set({ maxOpz: 3 }), /unknown fault proxy option 'maxOpz'/);
+    const l = await proxy.ledger();
+    assert.equal(l.byStatus['413'], 2);
+    assert.equal(l.byStatus['400'], 4);
+    assert.equal(l.ru, 100 * 10 + 20 + 10);
+  });
+
+  test('truncation: forwarded and applied, the answer is cut half-way', T, async () => {
+    const coll = await newContainer('trunc');
+    await proxy.set({ truncateRate: 1 });
+    await assert.rejects(batch(coll, [upsert({ id: 'tr1', pk: 'p' }), upsert({ id: 'tr2', pk: 'p' })]), (e) => e.code === 'TRUNCATED' && e.status === 200);
+    assert.ok((await docsIn(coll)).has('tr2'), 'a truncated answer was still applied');
+    const l = await proxy.ledger();
+    assert.equal(l.truncated, 1);
+    assert.equal(l.failedInjected, 1);
+    assert.equal(l.unacknowledged, 1);
+    assert.equal(l.opsUnacknowledged, 2);
+    assert.equal(l.ru, 20);
+    assert.equal(l.ruUnacknowledged, 20);
+    assert.equal(l.byStatus.truncated, 1);
+    const [rec] = await proxy.requests({ kind: 'bulk' });
+    assert.equal(rec.injected, 'truncate');
+    assert.equal(rec.acknowledged, false);
+    // resending is idempotent
+    await proxy.clear();
+    const again = await batch(coll, [upsert({ id: 'tr1', pk: 'p' }), upsert({ id: 'tr2', pk: 'p' })]);
+    assert.deepEqual(statuses(again), [200, 200]);
+    // scripted once: a request that fails authorization does not use it up
+    await proxy.failNext(1, { fault: 'truncate' });
+    const date = new Date().toUTCString();
+    const unsigned = await batch(coll, [upsert({ id: 'tr3', pk: 'p' })], { date, authorization: aadAuthorization('nobody') });
+    assert.equal(unsigned.status, 401);
+    await assert.rejects(batch(coll, [upsert({ id: 'tr3', pk: 'p' })]), (e) => e.code === 'TRUNCATED');
+    assert.equal((await batch(coll, [upsert({ id: 'tr4', pk: 'p' })])).status, 200);
+    assert.equal((await proxy.ledger()).truncated, 2);
+  });
+
+  test('stall: the request is held stallMs (the client times out), then applied', T, async () => {
+    const coll = await newContainer('stall');
+    await proxy.set({ stallRate: 1, stallMs: 1500 });
+    const t0 = Date.now();
+    await assert.rejects(batch(coll, [upsert({ id: 'st1', pk: 'p' })], { timeoutMs: 300 }), (e) => e.code === 'CLIENT_TIMEOUT');
+    assert.ok(Date.now() - t0 < 1000);
+    assert.ok(!(await docsIn(coll)).has('st1'), 'not forwarded before the stall ends');
+    await waitFor(async () => (await docsIn(coll)).has('st1'), { timeoutMs: 5000, what: 'the stalled request applied' });
+    await waitFor(async () => (await proxy.ledger()).stalls === 1, { timeoutMs: 3000, what: 'the stall accounted' });
+    let l = await proxy.ledger();
+    assert.equal(l.unacknowledged, 1);
+    assert.equal(l.opsUnacknowledged, 1);
+    // a patient client gets the answer after the stall
+    const t1 = Date.now();
+    const r = await batch(coll, [upsert({ id: 'st2', pk: 'p' })], { timeoutMs: 5000 });
+    assert.equal(r.status, 200);
+    assert.ok(Date.now() - t1 >= 1400);
+    l = await proxy.ledger();
+    assert.equal(l.stalls, 2);
+    assert.equal(l.failedInjected, 0);
+    const recs = await proxy.requests({ kind: 'bulk' });
+    assert.ok(recs.every((x) => x.injected === 'stall' && x.durationMs >= 1400));
+    assert.deepEqual(recs.map((x) => x.acknowledged), [false, true]);
+    // scripted once, with its own duration
+    await proxy.clear();
+    await proxy.failNext(1, { fault: 'stall', stallMs: 400 });
+    const t2 = Date.now();
+    assert.equal((await batch(coll, [upsert({ id: 'st3', pk: 'p' })])).status, 200);
+    assert.ok(Date.now() - t2 >= 350);
+    const t3 = Date.now();
+    assert.equal((await batch(coll, [upsert({ id: 'st4', pk: 'p' })])).status, 200);
+    assert.ok(Date.now() - t3 < 350);
+  });
+
+  test('resets, injected errors, failNext and container statuses are not applied', T, async () => {
+    const coll = await newContainer('err');
+    const other = await newContainer('err_other');
+    await proxy.set({ resetRate: 1 });
+    await assert.rejects(batch(coll, [upsert({ id: 'r1', pk: 'p' })]), (e) => ['ECONNRESET', 'TRUNCATED'].includes(e.code) || /socket hang up/.test(e.message));
+    await proxy.set({ resetRate: 0, errorRate: { 410: 1 } });
+    const gone = await batch(coll, [upsert({ id: 'r2', pk: 'p' })]);
+    assert.equal(gone.status, 410);
+    assert.equal(gone.headers['x-ms-substatus'], '1002');
+    assert.equal(gone.json.code, 'Gone');
+    assert.match(gone.json.message, /^Message: \{"Errors":\[/);
+    await proxy.set({ errorRate: { 503: 0.5, 408: 0.25, 449: 0.25 } });
+    const seen = new Set();
+    for (let i = 0; i < 12; i++) seen.add((await batch(coll, [upsert({ id: 'r3', pk: 'p' })])).status);
+    assert.deepEqual([...seen].sort(), [408, 449, 503]);
+    let docs = await docsIn(coll);
+    assert.equal(docs.size, 0);
+
+    await proxy.clear();
+    assert.equal(await proxy.failNext(2, { status: 503 }), 2);
+    await proxy.failNext(1, { status: 429, retryAfterMs: 123 });
+    await proxy.failNext(1, { fault: 'reset' });
+    const s = [];
+    for (let i = 0; i < 4; i++) s.push(await batch(coll, [upsert({ id: `f${i}`, pk: 'p' })]).then((r) => r, (e) => e));
+    assert.deepEqual(s.slice(0, 3).map((r) => r.status), [503, 503, 429]);
+    assert.equal(s[2].headers['x-ms-retry-after-ms'], '123');
+    assert.ok(s[3] instanceof Error);
+    assert.equal((await batch(coll, [upsert({ id: 'f4', pk: 'p' })])).status, 200);
+    docs = await docsIn(coll);
+    assert.deepEqual([...docs.keys()], ['f4']);
+
+    await proxy.setStatusForContainer(DB, coll, 404);
+    const path = `/dbs/${DB}/colls/${coll}`;
+    const nf = await raw({ path });
+    assert.equal(nf.status, 404);
+    assert.equal(nf.json.code, 'NotFound');
+    assert.equal((await raw({ path: `${path}/pkranges` })).status, 404);
+    assert.equal((await batch(coll, [upsert({ id: 'c1', pk: 'p' })])).status, 404);
+    assert.equal((await batch(other, [upsert({ id: 'c1', pk: 'p' })])).status, 200);
+    await proxy.setStatusForContainer(DB, coll, 403, { substatus: 5300 });
+    const fb = await batch(coll, [upsert({ id: 'c1', pk: 'p' })]);
+    assert.equal(fb.status, 403);
+    assert.equal(fb.headers['x-ms-substatus'], '5300');
+    await proxy.setStatusForContainer(DB, coll, null);
+    assert.equal((await raw({ path })).status, 200);
+    assert.ok(!(await docsIn(coll)).has('c1'));
+    const l = await proxy.ledger();
+    assert.equal(l.resets, 2);
+    assert.equal(l.byStatus.reset, 2);
+    assert.equal(l.throttled, 1);
+    assert.equal(l.ru, 10 + 10); // f4 and the other container's c1
+    // every injected failure but the 429 counts
+    assert.equal(l.failedInjected, 1 + 1 + 12 + 2 + 1 + 3 + 1);
+  });
+
+  test('down() refuses connections, up() accepts them again; keep-alive is served', T, async () => {
+    const coll = await newContainer('down');
+    await proxy.down();
+    await assert.rejects(batch(coll, [upsert({ id: 'd1', pk: 'p' })]), (e) => e.code === 'ECONNREFUSED');
+    await proxy.up();
+    assert.equal((await batch(coll, [upsert({ id: 'd1', pk: 'p' })])).status, 200);
+    // the proxy keeps client connections alive even though the emulator closes its own
+    const agent = new https.Agent({ ca, keepAlive: true, maxSockets: 1 });
+    try {
+      const before = (await proxy.ledger()).connections;
+      for (let i = 0; i < 3; i++) {
+        const date = new Date().toUTCString();
+        const status = await new Promise((resolve, reject) => {
+          https.get({ host: '127.0.0.1', servername: 'localhost', port: proxy.port, path: `/dbs/${DB}/colls/${coll}`, agent,
+            headers: { 'x-ms-date': date, 'x-ms-version': '2020-07-15',
+              authorization: masterAuthorization(EMULATOR_KEY, 'GET', 'colls', `dbs/${DB}/colls/${coll}`, date) } }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode));
+          }).on('error', reject);
+        });
+        assert.equal(status, 200);
+      }
+      assert.equal((await proxy.ledger()).connections - before, 1);
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  test('bulk: per-op 429s (opThrottleRate) inside a 207 are not applied', T, async () => {
+    const coll = await newContainer('opthr');
+    await proxy.set({ opThrottleRate: 0.5, retryAfterMs: 40, seed: 3 });
+    const ops = Array.from({ length: 20 }, (_, i) => upsert({ id: `o${i}`, pk: `p${i % 4}` }));
+    const r = await batch(coll, ops);
+    assert.equal(r.status, 207);
+    const thr = r.json.map((x, i) => [x, i]).filter(([x]) => x.statusCode === 429);
+    assert.ok(thr.length > 2 && thr.length < 18, String(thr.length));
+    for (const [x] of thr) {
+      assert.equal(x.subStatusCode, 3200);
+      assert.equal(x.retryAfterMilliseconds, 40);
+      assert.equal(x.requestCharge, 0);
+    }
+    const docs = await docsIn(coll);
+    r.json.forEach((x, i) => assert.equal(docs.has(`o${i}`), x.statusCode === 201, `o${i}`));
+    const l = await proxy.ledger();
+    assert.equal(l.opsThrottled, thr.length);
+    assert.equal(l.upserts, 20 - thr.length);
+    assert.equal(l.ru, (20 - thr.length) * 10);
+  });
+
+  test('pkranges ids are strings as from the real service (switchable)', T, async () => {
+    const coll = await newContainer('pkr');
+    const r = await raw({ path: `/dbs/${DB}/colls/${coll}/pkranges` });
+    assert.equal(r.status, 200);
+    assert.equal(r.json.PartitionKeyRanges[0].id, '0');
+    assert.equal(r.json.PartitionKeyRanges[0].maxExclusive, 'FF');
+    await proxy.set({ realPkRanges: false });
+    assert.equal((await raw({ path: `/dbs/${DB}/colls/${coll}/pkranges` })).json.PartitionKeyRanges[0].id, 0);
+    const l = await proxy.ledger();
+    assert.equal(l.byKind.pkranges, 2);
+  });
+});

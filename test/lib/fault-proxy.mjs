@@ -1,0 +1,222 @@
+// A scriptable HTTPS reverse proxy between the cosmos_sink worker (or the
+// SDK) and the local emulator (@vercel/cosmosdb-server, startEmulator()), so
+// tests can make the emulator behave like the real service:
+//  - master-key signatures checked exactly as the service does (and AAD tokens
+//    when a test expects one): 401 otherwise;
+//  - RU charges by document size (ruForOp), x-ms-request-charge, activity ids,
+//    and an exact ledger of what was charged and answered;
+//  - the service's limits (100 ops, 2 MB request/item, ids <= 1023 bytes
+//    without / \ ? #) and real atomic batches (207 + 424s, nothing applied);
+//  - seeded, switchable faults: 429 (rate or RU/s budget), 503/408/449/410...,
+//    stalls, connection resets, truncated answers, per-op 429s in bulk; and
+//    scripted ones: failNext(), setStatusForContainer(), down()/up().
+// It runs in a child process (fault-proxy-server.mjs) so that a busy test
+// cannot delay it; every method below is async. The pure helpers (signature,
+// checker, RU formula, limits) are re-exported from fault-proxy-core.mjs.
+//
+// Usage:
+//   const emu = await startEmulator();
+//   const proxy = await startFaultProxy({ emulator: emu });
+//   ... cosmos_sink.endpoint = proxy.endpoint, cosmos_sink.ca_file = proxy.caFile
+//   await proxy.set({ throttleRate: 0.2, errorRate: { 503: 0.05 }, seed: 7 });
+//   const l = await proxy.ledger();   // {requests, ops, upserts, deletes, ru, throttled, byStatus, ...}
+//   await proxy.stop();
+import { fork } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { cosmosClient, EMULATOR_KEY } from './emulator.mjs';
+
+export {
+  DEFAULT_LIMITS, MAX_CLOCK_SKEW_MS, aadAuthorization, checkAuthorization, errorBody, formatCharge, jsonBytes,
+  masterAuthorization, masterSignature, opId, resourceFromPath, rngFor, roundRu, ruForOp, stringToSign, validateOp,
+} from './fault-proxy-core.mjs';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+const live = new Set(); // child processes to kill if this process exits abruptly
+process.once('exit', () => {
+  for (const c of live) { try { c.kill('SIGKILL'); } catch { /* gone */ } }
+});
+
+/**
+ * startFaultProxy({emulator | target, port=0, host='127.0.0.1', key=EMULATOR_KEY,
+ *                  certFile, keyFile, caFile, logFile, timeoutMs=15000, ...options})
+ *   -> FaultProxy (listening)
+ * emulator: what startEmulator() returned (its port, CA and localhost
+ * certificate are reused: the proxy's certificate is the emulator's, signed by
+ * the same CA, so clients keep verifying TLS with caFile). Or target:
+ * {port, host='127.0.0.1'} with certFile/keyFile/caFile given explicitly.
+ * key: the master key signatures are checked against. logFile: where the
+ * proxy writes its own problems (default: emulator dir/fault-proxy.log).
+ * Any other field is an option of set() applied at start.
+ *
+ * FaultProxy: {endpoint 'https://localhost:PORT/', port, pid, caFile, logFile,
+ *   set(options) -> effective options   (merged; see OPTIONS below)
+ *   clear()          all faults off (rates, budget, failNext queue, container statuses)
+ *   failNext(n, {status=503, substatus, retryAfterMs, message, body, kinds} |
+ *            {fault:'reset'|'truncate'|'stall', stallMs, kinds})
+ *                    the next n batch/bulk requests (kinds: ['batch'] or ['bulk'] only)
+ *   setStatusForContainer(db, coll, status|null, {substatus, retryAfterMs, message, body})
+ *                    every request to that container answers status until cleared with null
+ *   setAadToken(token|null)   accept `type=aad&ver=1.0&sig=<token>` (only that token)
+ *   setKey(key|null)          master key to check signatures against
+ *   down() / up()    close the listener (ECONNREFUSED) and reset open connections / listen again
+ *   ledger()         exact totals (see LEDGER below)
+ *   requests({since, kind, limit}) -> [{seq, at, method, path, kind, ops, status, ru,
+ *                    injected?, reason?, durationMs, acknowledged, pkrangeId?, partitionKey?,
+ *                    opStatus?, stalledMs?, authFailure?, failedOp?, rolledBack?, error?}]
+ *                    (the last 100k requests; seq > since)
+ *   reset()          zero the ledger and forget the request list (options stay)
+ *   config()         the current options
+ *   pause()/resume() SIGSTOP/SIGCONT the proxy process (connections hang)
+ *   client(options)  an @azure/cosmos client through the proxy (emulator key)
+ *   log()            contents of logFile
+ *   stop() }
+ *
+ * OPTIONS (set()):
+ *   seed=1            faults are drawn from rngFor(seed, n) for the n-th eligible request
+ *                     (arrival order); setting seed restarts n at 0, so a run replays
+ *   faultKinds=['batch','bulk']  request kinds random faults apply to (also 'container',
+ *                     'pkranges', 'other')
+ *   throttleRate=0    fraction answered 429, x-ms-substatus 3200, x-ms-retry-after-ms retryAfterMs
+ *   retryAfterMs=50
+ *   ruPerSecond=0     RU budget per container (= per pkrange: the emulator has one) and 1 s
+ *                     wall-clock window: a write that would exceed it (unless it is the first
+ *                     of its window) gets 429/3200 with x-ms-retry-after-ms = time to the next window
+ *   errorRate={}      {status: fraction}, e.g. {503: .05, 408: .02, 449: .02, 410: .01};
+ *                     410 carries substatus 1002, 429 3200
+ *   stallRate=0, stallMs=5000   hold the request stallMs, then forward it (even if the
+ *                     client gave up: applied but unacknowledged)
+ *   resetRate=0       destroy the client connection (after reading the request) - not forwarded
+ *   truncateRate=0    forward, then send half of the answer and cut the connection
+ *                     (applied, unacknowledged)
+ *   opThrottleRate=0  bulk only: fraction of ops answered 429/3200 with retryAfterMilliseconds
+ *                     inside a 207 (those ops are not forwarded)
+ *   checkAuth=true, maxClockSkewMs=900000, clockOffsetMs=0 (the proxy's clock offset)
+ *   atomicMode='precheck' | 'rollback' | 'none'   how atomic batches are made atomic (see below)
+ *   realPkRanges=true pkranges ids become strings ("0") as the real service sends them
+ *   maxOps=100, maxRequestBytes=2 MiB, maxItemBytes=2 MiB, maxIdBytes=1023, invalidIdChars='/\?#'
+ * Random faults, in priority order per request: reset, 429, errorRate, then stall and/or
+ * truncate. Injected 429s and errors are never forwarded (nothing applied).
+ *
+ * Batch/bulk requests (POST .../docs with x-ms-cosmos-is-batch-request):
+ *   whole request: body > maxRequestBytes -> 413; not a JSON array, no ops, > maxOps ops, or
+ *   an atomic batch without x-ms-documentdb-partitionkey -> 400 (no per-op array).
+ *   per op: invalid/missing id -> 400, resourceBody JSON > maxItemBytes -> 413, a bulk op
+ *   without partitionKey -> 400. Bulk: those ops fail alone, the others are forwarded (with
+ *   continue-on-error False, ops after the first failure get 424). Atomic: HTTP 207, the
+ *   failing op's status and 424 for all others, nothing forwarded.
+ *   Atomic batches also fail like the service's when an op fails on the emulator (Delete /
+ *   Replace / Read of a missing doc, Create of an existing one, ifMatch): 'precheck' reads the
+ *   docs such a batch touches first (plain-Upsert batches skip this) under a per-container lock,
+ *   replays it and answers 207 without forwarding; 'rollback' forwards and undoes the ops applied
+ *   before the failing one from that snapshot (restored docs get a new _etag/_ts). A
+ *   plain-Upsert batch the emulator failed anyway (a 500) cannot be rolled back
+ *   (ledger.atomicViolations). Ops without partitionKey get the header's (the emulator needs it).
+ *   Answers: 200 if every op succeeded, else 207; per-op requestCharge = ruForOp(op) for 2xx,
+ *   0 otherwise; x-ms-request-charge = the sum with 2 decimals; a fresh x-ms-activity-id (or
+ *   the request's). Connections to the proxy are kept alive (the emulator's are not).
+ *
+ * LEDGER (ledger()): requests (all, incl. 401s and faults), writeRequests (batch+bulk),
+ *   ops (ops answered with a per-op result, any status), upserts (Create/Upsert/Replace ops
+ *   answered 2xx = applied), deletes (Delete 2xx), deletesNotFound (Delete 404), ru (sum of the
+ *   x-ms-request-charge of batch/bulk answers = sum of ruForOp of applied ops; 0 for 429s,
+ *   errors and proxy rejections; truncated answers count: the service did the work), throttled
+ *   (requests answered 429), opsThrottled, failedInjected (requests answered by an injected
+ *   fault other than 429 or a bare stall: errors, container statuses, resets, truncations),
+ *   unauthorized, stalls, resets, truncated, unacknowledged / opsUnacknowledged /
+ *   ruUnacknowledged (answered by the emulator but not delivered completely: truncated, or the
+ *   client left during a stall), rollbacks, atomicViolations, upstreamErrors, connections
+ *   (TLS connections accepted by the proxy), byStatus {200:n, 207:n, 429:n, reset:n,
+ *   truncated:n, upstreamError:n}, opsByStatus {201:n, 204:n, 424:n, ...}, byKind.
+ *   RU sums are rounded to 2 decimals like the header.
+ * Emulator transport failures (killed, down(), paused) are mirrored: the client's connection
+ * is reset (or hangs) rather than answered.
+ */
+export async function startFaultProxy({
+  emulator, target, port = 0, host = '127.0.0.1', key = EMULATOR_KEY, certFile, keyFile, caFile,
+  logFile, timeoutMs = 15000, recordCap, ...options
+} = {}) {
+  const t = target ?? (emulator ? { port: emulator.port, host: emulator.host ?? '127.0.0.1' } : null);
+  if (!t?.port) throw new Error('startFaultProxy: give emulator (from startEmulator) or target {port}');
+  certFile ??= emulator?.certFile;
+  keyFile ??= emulator?.keyFile;
+  caFile ??= emulator?.caFile;
+  if (!certFile || !keyFile || !caFile) throw new Error('startFaultProxy: certFile, keyFile and caFile are needed');
+  logFile ??= emulator?.dir ? path.join(emulator.dir, 'fault-proxy.log') : undefined;
+
+  const args = { port, host, certFile, keyFile, caFile, target: t, key, config: options, logFile, recordCap };
+  const child = fork(path.join(here, 'fault-proxy-server.mjs'), [JSON.stringify(args)], {
+    cwd: path.join(here, '..'), stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced',
+  });
+  live.add(child);
+  let pending = new Map();
+  let seq = 0;
+  const exited = new Promise((resolve) => child.once('exit', (code, sig) => {
+    live.delete(child);
+    for (const [, p] of pending) p.reject(new Error('fault proxy exited'));
+    pending = new Map();
+    resolve({ code, sig });
+  }));
+  child.on('message', (m) => {
+    if (m?.reply && pending.has(m.id)) {
+      const p = pending.get(m.id);
+      pending.delete(m.id);
+      if (m.error !== undefined) p.reject(new Error(`fault proxy: ${m.error}`));
+      else p.resolve(m.result);
+    }
+  });
+  const ready = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`fault proxy did not start in ${timeoutMs} ms`)), timeoutMs);
+    child.on('message', (m) => {
+      if (m?.ready) { clearTimeout(timer); resolve(m); }
+      if (m?.error && !m.reply) { clearTimeout(timer); reject(new Error(`fault proxy failed: ${m.error}`)); }
+    });
+    child.once('exit', (code, sig) => { clearTimeout(timer); reject(new Error(`fault proxy exited (${code ?? sig}) at start`)); });
+  }).catch(async (e) => { try { child.kill('SIGKILL'); } catch { /* gone */ } await exited; throw e; });
+
+  const ask = (cmd, ...a) => {
+    if (child.exitCode !== null || child.signalCode !== null) return Promise.reject(new Error('fault proxy not running'));
+    const id = ++seq;
+    return new Promise((resolve, reject) => {
+      pending.set(id, { resolve, reject });
+      child.send({ cmd, id, args: a });
+    });
+  };
+
+  const proxy = {
+    endpoint: `https://localhost:${ready.port}/`,
+    port: ready.port,
+    host,
+    caFile,
+    logFile,
+    pid: child.pid,
+    set: (o) => ask('set', o),
+    clear: () => ask('clear'),
+    config: () => ask('config'),
+    failNext: (n, fault = {}) => ask('failNext', n, fault),
+    setStatusForContainer: (db, coll, status, extra = {}) => ask('setStatusForContainer', db, coll, status, extra),
+    setAadToken: (token) => ask('setAadToken', token ?? null),
+    setKey: (k) => ask('setKey', k ?? null),
+    down: () => ask('down'),
+    up: () => ask('up'),
+    ledger: () => ask('ledger'),
+    async requests(filter = {}) { return (await ask('requests', filter)).records; },
+    reset: () => ask('reset'),
+    pause() { child.kill('SIGSTOP'); },
+    resume() { child.kill('SIGCONT'); },
+    client(opts = {}) { return cosmosClient(proxy.endpoint, caFile, opts); },
+    log() { return logFile && existsSync(logFile) ? readFileSync(logFile, 'utf8') : ''; },
+    async stop() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const done = exited;
+      child.kill('SIGCONT');
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => { try { child.kill('SIGKILL'); } catch { /* gone */ } }, 3000);
+      await done;
+      clearTimeout(timer);
+    },
+  };
+  return proxy;
+}
