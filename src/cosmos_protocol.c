@@ -1083,7 +1083,7 @@ PkRangesScalar(void *state, char *token, JsonTokenType tokentype)
 		SetParseError(&st->error, "PartitionKeyRanges is not an array");
 	else if (st->depth == 2 && st->in_list)
 		SetParseError(&st->error, "partition key range %d is not an object", st->nranges + 1);
-	else if (PkRangesInRange(st))
+	else if (PkRangesInRange(st) && st->nranges > 0)	/* else a misplaced array, reported */
 		PkRangesStoreField(st, token, tokentype);
 	else if (PkRangesInParents(st))
 		PkRangesAddParent(st, token, tokentype);
