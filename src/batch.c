@@ -551,30 +551,47 @@ TakeReady(SinkRoute *route, Change **ops, int max)
 	return n;
 }
 
-/* Build and submit the requests of one route, within the free request slots */
+/*
+ * Build and submit the requests of one route, within the free request slots.
+ * Upserts of a logical partition with many ready changes go in transactional
+ * batches; deletes never do (a delete of a document that never reached Cosmos
+ * DB answers 404 and would fail its whole atomic batch), so they and the
+ * upserts of small partitions go in bulk requests per physical range.
+ */
 static void
 DispatchWrites(SinkRoute *route, int free_requests)
 {
-	int			max = free_requests * CosmosSinkBatchMaxOps;
+	int			max = free_requests * RouteOpsLimit(route);
 	Change	  **ops = palloc(sizeof(Change *) * Min(max, route->nready));
+	Change	  **upserts;
 	Change	  **bulk;
 	int			n = TakeReady(route, ops, max);
+	int			nupserts = 0;
 	int			nbulk = 0;
 	int			i = 0;
 
+	upserts = palloc(sizeof(Change *) * n);
 	bulk = palloc(sizeof(Change *) * n);
-	qsort(ops, n, sizeof(Change *), ComparePk);
-	while (i < n)
+	for (i = 0; i < n; i++)
+	{
+		if (ops[i]->kind == RECORD_UPSERT)
+			upserts[nupserts++] = ops[i];
+		else
+			bulk[nbulk++] = ops[i];
+	}
+	qsort(upserts, nupserts, sizeof(Change *), ComparePk);
+	i = 0;
+	while (i < nupserts)
 	{
 		int			j = i + 1;
 
-		while (j < n && strcmp(ops[j]->pk, ops[i]->pk) == 0)
+		while (j < nupserts && strcmp(upserts[j]->pk, upserts[i]->pk) == 0)
 			j++;
 		if (j - i >= BATCH_MIN_SAME_PK)
-			SubmitChunks(route, ops + i, j - i, true);
+			SubmitChunks(route, upserts + i, j - i, true);
 		else
 		{
-			memcpy(bulk + nbulk, ops + i, sizeof(Change *) * (j - i));
+			memcpy(bulk + nbulk, upserts + i, sizeof(Change *) * (j - i));
 			nbulk += j - i;
 		}
 		i = j;
@@ -587,6 +604,7 @@ DispatchWrites(SinkRoute *route, int free_requests)
 		SubmitChunks(route, bulk, nbulk, false);
 	}
 	pfree(bulk);
+	pfree(upserts);
 	pfree(ops);
 }
 
