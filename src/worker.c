@@ -42,6 +42,7 @@ PGDLLEXPORT void CosmosSinkWorkerMain(Datum arg);
 
 static bool ClientReady = false;
 static TimestampTz NextConfigAttempt = 0;
+static TimestampTz NextDecoderAttempt = 0;
 static TimestampTz LastSlotSave = 0;
 static XLogRecPtr LastSavedLsn = InvalidXLogRecPtr;
 static MemoryContext LoopContext = NULL;
@@ -210,7 +211,7 @@ PublishProgress(void)
 
 	char	   *problem;
 
-	if (!ClientReady || BatchRouteErrors() || DeadLettersFull(&problem))
+	if (!ClientReady || !DecoderActive() || BatchRouteErrors() || DeadLettersFull(&problem))
 		state = WORKER_ERROR;
 	else if (StatusPaused() || !CosmosSinkEnabled)
 		state = WORKER_PAUSED;
@@ -239,6 +240,13 @@ HandleInterrupts(void)
 		ReloadConfig();
 }
 
+/* Whether requests may be sent now: enabled, not paused, credentials loaded */
+static bool
+Forwarding(void)
+{
+	return CosmosSinkEnabled && !StatusPaused() && ClientReady;
+}
+
 /* Budget for changes held in memory */
 static Size
 BufferBytes(void)
@@ -260,11 +268,11 @@ PumpUntilBelowBudget(void)
 
 		HandleInterrupts();
 		ResetLatch(MyLatch);
-		if (ClientReady)
+		if (Forwarding())
 			BatchDispatch();
-		else if (GetCurrentTimestamp() >= NextConfigAttempt)
+		else if (!ClientReady && GetCurrentTimestamp() >= NextConfigAttempt)
 			ConfigureClient();
-		wait = HttpInFlight() > 0 ? 1000 : BatchNextWakeMs(WORKER_RETRY_MS);
+		wait = HttpInFlight() > 0 || !Forwarding() ? 1000 : BatchNextWakeMs(WORKER_RETRY_MS);
 		CompleteRequests(Max(wait, 1));
 		AdvanceConfirmed();
 		PublishProgress();
@@ -292,7 +300,7 @@ WorkerTurn(void)
 {
 	bool		more_wal = false;
 	char	   *problem = NULL;
-	bool		forwarding = CosmosSinkEnabled && !StatusPaused();
+	bool		forwarding = Forwarding();
 
 	if (!CosmosSinkEnabled && !DecoderActive())
 	{
@@ -304,21 +312,27 @@ WorkerTurn(void)
 	}
 	if (!ClientReady && GetCurrentTimestamp() >= NextConfigAttempt)
 		ConfigureClient();
-	if (forwarding && ClientReady && !DecoderActive() && !DecoderStart(PumpUntilBelowBudget, &problem))
+	if (!DecoderActive() && GetCurrentTimestamp() >= NextDecoderAttempt &&
+		!DecoderStart(PumpUntilBelowBudget, &problem))
 	{
 		WorkerProblem(problem);
-		NextConfigAttempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RETRY_MS);
-		ClientReady = false;
+		NextDecoderAttempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RETRY_MS);
 	}
-	if (forwarding && ClientReady && DecoderActive() && !DeadLettersFull(&problem))
+
+	/*
+	 * Decode even while paused, throttled or misconfigured (up to the buffer):
+	 * the oldest unacknowledged commit, and so lag_seconds, stays known.
+	 */
+	if (DecoderActive() && !DeadLettersFull(&problem))
 		more_wal = DecoderRound(BufferBytes(), DECODE_SLICE_MS);
-	if (forwarding && ClientReady && DecoderActive())
+	if (forwarding && DecoderActive())
 		BatchDispatch();
 	if (DecoderActive())
-		CompleteRequests(ClientReady && forwarding ? WaitTimeMs(more_wal) : 1000);
+		CompleteRequests(forwarding ? WaitTimeMs(more_wal) :
+						 (more_wal && BatchPendingBytes() < BufferBytes() ? 0 : 1000));
 	else
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 ClientReady ? 1000 : WORKER_RETRY_MS, PG_WAIT_EXTENSION);
+						 WORKER_RETRY_MS, PG_WAIT_EXTENSION);
 	if (DecoderActive() && BatchRouteErrors())
 		ParkRemovedRoutes();
 	if (DeadLetterQueued() > 0)
