@@ -801,7 +801,8 @@ CompleteWrite(SinkRequest *sr)
 	RequestStats rs = {route->route_id, route->relid, sr->nops};
 	int			i;
 
-	bool		too_large = !per_op && http->status == 413 && sr->nops > 1;
+	/* a whole request refused: split it to find the operation at fault, don't park all */
+	bool		too_large = !per_op && (http->status == 413 || http->status == 400) && sr->nops > 1;
 
 	CosmosOpResults(http, sr->nops, results);
 	if (too_large)

@@ -240,6 +240,19 @@ HandleInterrupts(void)
 		ReloadConfig();
 }
 
+/* Whether the Entra ID token file was rewritten (checked once a second) */
+static bool
+TokenFileChanged(void)
+{
+	static TimestampTz last_check = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!ClientReady || !TimestampDifferenceExceeds(last_check, now, 1000))
+		return false;
+	last_check = now;
+	return CosmosClientCredentialsStale();
+}
+
 /* Whether requests may be sent now: enabled, not paused, credentials loaded */
 static bool
 Forwarding(void)
@@ -310,8 +323,8 @@ WorkerTurn(void)
 						 1000, PG_WAIT_EXTENSION);
 		return;
 	}
-	if (!ClientReady && GetCurrentTimestamp() >= NextConfigAttempt)
-		ConfigureClient();
+	if ((!ClientReady && GetCurrentTimestamp() >= NextConfigAttempt) || TokenFileChanged())
+		ConfigureClient();		/* first time, after a failure, or a rewritten token file */
 	if (!DecoderActive() && GetCurrentTimestamp() >= NextDecoderAttempt &&
 		!DecoderStart(PumpUntilBelowBudget, &problem))
 	{
