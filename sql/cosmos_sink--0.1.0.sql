@@ -192,3 +192,399 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION retry_dead_letters(regclass) FROM PUBLIC;
+
+-- ===========================================================================
+-- flink_ddl(): the Flink SQL CREATE TABLE that writes a staging table through
+-- Flink's JDBC connector (flink-connector-jdbc, PostgreSQL dialect)
+-- ===========================================================================
+
+-- How Flink's JDBC connector can write a column of this type: the Flink SQL
+-- type (NULL: it cannot), a note for the reader, what the value travels as
+-- when it is text PostgreSQL must convert (the JDBC URL then needs
+-- stringtype=unspecified), and whether it is a timestamptz declared TIMESTAMP.
+-- Facts of the connector behind this (PostgresDialect, its converters): it
+-- writes no ARRAY ("Writing ARRAY type is not yet supported") and no
+-- TIMESTAMP_LTZ ("Unsupported type"); INTERVAL is not among its types; TIME is
+-- bound through java.sql.Time (whole seconds); TIMESTAMP(0) passes validation
+-- from 3.4 on; strings are bound as varchar; DECIMAL is at most 38 digits.
+CREATE FUNCTION flink_type_internal(typid oid, typmod integer,
+                                    OUT flink_type text, OUT note text,
+                                    OUT sent_as_text text, OUT is_timestamptz boolean)
+RETURNS record
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    t record;
+    base record;
+    p integer;
+    s integer;
+BEGIN
+    is_timestamptz := false;
+    SELECT typtype, typbasetype, typtypmod, typelem, typsubscript INTO t
+      FROM pg_type WHERE oid = typid;
+    IF NOT FOUND THEN
+        note := 'unknown type';
+        RETURN;
+    END IF;
+
+    -- a domain is written as its base type; PostgreSQL checks its constraints
+    IF t.typtype = 'd' THEN
+        SELECT * INTO base FROM @extschema@.flink_type_internal(t.typbasetype,
+            CASE WHEN typmod >= 0 THEN typmod ELSE t.typtypmod END);
+        flink_type := base.flink_type;
+        sent_as_text := base.sent_as_text;
+        is_timestamptz := base.is_timestamptz;
+        note := concat_ws(': ', format('domain over %s', format_type(t.typbasetype, t.typtypmod)),
+                          base.note);
+        RETURN;
+    END IF;
+
+    IF t.typsubscript = 'pg_catalog.array_subscript_handler'::regproc THEN
+        SELECT * INTO base FROM @extschema@.flink_type_internal(t.typelem, typmod);
+        note := 'Flink''s JDBC sink cannot write arrays'
+                || CASE WHEN base.flink_type IS NOT NULL
+                        THEN format(' (ARRAY<%s> is read-only)', base.flink_type) ELSE '' END;
+        RETURN;
+    END IF;
+
+    IF t.typtype = 'e' THEN
+        flink_type := 'STRING';
+        sent_as_text := 'enum';
+        note := 'enum, written as text';
+        RETURN;
+    END IF;
+    IF t.typtype <> 'b' THEN
+        note := CASE t.typtype WHEN 'c' THEN 'composite type' WHEN 'r' THEN 'range type'
+                               WHEN 'm' THEN 'multirange type' ELSE 'pseudo-type' END
+                || ', Flink''s JDBC connector has no type for it';
+        RETURN;
+    END IF;
+
+    CASE typid
+    WHEN 'boolean'::regtype THEN flink_type := 'BOOLEAN';
+    WHEN 'smallint'::regtype THEN flink_type := 'SMALLINT';
+    WHEN 'integer'::regtype THEN flink_type := 'INT';
+    WHEN 'bigint'::regtype THEN flink_type := 'BIGINT';
+    WHEN 'real'::regtype THEN flink_type := 'FLOAT';
+    WHEN 'double precision'::regtype THEN flink_type := 'DOUBLE';
+    WHEN 'numeric'::regtype THEN
+        IF typmod < 4 THEN
+            flink_type := 'DECIMAL(38, 18)';
+            note := 'numeric without precision: values need at most 20 integer digits, '
+                    || 'decimals past 18 are rounded';
+        ELSE
+            p := ((typmod - 4) >> 16) & 65535;
+            s := (((typmod - 4) & 2047) # 1024) - 1024;     -- may be negative (PostgreSQL 15)
+            IF s < 0 THEN
+                flink_type := format('DECIMAL(%s, 0)', least(p - s, 38));
+                note := format('numeric(%s,%s): PostgreSQL rounds to multiples of 1%s',
+                               p, s, repeat('0', -s));
+            ELSIF greatest(p, s) <= 38 THEN
+                flink_type := format('DECIMAL(%s, %s)', greatest(p, s), s);
+            ELSE
+                flink_type := format('DECIMAL(38, %s)', least(s, 38));
+                note := format('numeric(%s,%s): Flink''s DECIMAL has at most 38 digits', p, s);
+            END IF;
+        END IF;
+    WHEN 'text'::regtype, 'name'::regtype THEN flink_type := 'STRING';
+    WHEN 'character varying'::regtype THEN
+        flink_type := CASE WHEN typmod >= 4 THEN format('VARCHAR(%s)', typmod - 4) ELSE 'STRING' END;
+    WHEN 'character'::regtype THEN
+        flink_type := CASE WHEN typmod >= 4 THEN format('CHAR(%s)', typmod - 4) ELSE 'STRING' END;
+    WHEN 'bytea'::regtype THEN flink_type := 'BYTES';
+    WHEN 'date'::regtype THEN flink_type := 'DATE';
+    WHEN 'time without time zone'::regtype THEN
+        p := CASE WHEN typmod >= 0 THEN typmod ELSE 6 END;
+        flink_type := format('TIME(%s)', least(p, 3));     -- Flink's TIME keeps milliseconds
+        IF p > 0 THEN
+            note := format('time%s: the JDBC sink writes whole seconds',
+                           CASE WHEN typmod >= 0 THEN format('(%s)', p) ELSE '' END);
+        END IF;
+    WHEN 'timestamp without time zone'::regtype, 'timestamp with time zone'::regtype THEN
+        p := CASE WHEN typmod >= 0 THEN typmod ELSE 6 END;
+        flink_type := format('TIMESTAMP(%s)', p);
+        IF typid = 'timestamp with time zone'::regtype THEN
+            is_timestamptz := true;
+            note := 'timestamptz: see the time zone note';
+        END IF;
+        IF p = 0 THEN
+            note := concat_ws('; ', note, 'precision 0 needs flink-connector-jdbc 3.4 or later');
+        END IF;
+    WHEN 'uuid'::regtype, 'json'::regtype, 'jsonb'::regtype THEN
+        flink_type := 'STRING';
+        sent_as_text := typid::regtype::text;
+        note := sent_as_text || ', written as text';
+    WHEN 'interval'::regtype THEN
+        note := 'Flink''s JDBC connector has no PostgreSQL interval type';
+    WHEN 'time with time zone'::regtype THEN
+        note := 'Flink has no TIME WITH TIME ZONE';
+    ELSE
+        note := 'Flink''s JDBC connector has no type for it';
+    END CASE;
+    RETURN;
+END
+$$;
+
+-- Flink SQL CREATE TABLE ... WITH ('connector' = 'jdbc', ...) to write the
+-- table from Flink: its columns in order with their types and NOT NULL, and
+-- the primary key (else the route's id column) as the upsert key. What Flink
+-- cannot write is left out, each on a comment line saying why; notes at the top
+-- say what follows from that. Reads catalogs only: open to everyone, for the
+-- tables they may use.
+CREATE FUNCTION flink_ddl(staging_table regclass, jdbc_url text DEFAULT NULL)
+RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    rel record;
+    col record;
+    ft record;
+    qname text;                 -- the table as PostgreSQL takes it in SQL
+    fname text;                 -- a column as Flink SQL takes it
+    entries text[] := '{}';     -- the column list: definitions and comment lines
+    is_def boolean[] := '{}';
+    comments text[] := '{}';    -- comment after a definition
+    written name[] := '{}';
+    left_out text[] := '{}';
+    left_out_by_type boolean := false;
+    bad_names name[] := '{}';
+    not_null_left_out text[] := '{}';
+    text_kinds text[] := '{}';
+    has_tstz boolean := false;
+    key_cols name[];
+    key_source text;            -- 'pk', 'route' or NULL
+    route_id name;
+    routes_readable boolean;
+    has_unique boolean;
+    notes text[] := '{}';       -- paragraphs, wrapped into comment lines
+    opts text[];
+    url text := jdbc_url;
+    last_def integer := 0;
+    result text;
+BEGIN
+    IF flink_ddl.staging_table IS NULL THEN
+        RETURN NULL;
+    END IF;
+    SELECT c.relname, c.relkind, c.relpersistence, n.nspname INTO rel
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.oid = flink_ddl.staging_table;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'relation with OID % does not exist', flink_ddl.staging_table::oid
+              USING ERRCODE = 'undefined_table';
+    END IF;
+    qname := format('%I.%I', rel.nspname, rel.relname);
+    IF NOT (has_table_privilege(flink_ddl.staging_table, 'SELECT, INSERT, UPDATE, DELETE')
+            OR has_any_column_privilege(flink_ddl.staging_table, 'SELECT, INSERT, UPDATE')) THEN
+        RAISE EXCEPTION 'permission denied for table %', rel.relname
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = format('flink_ddl() describes tables you may read or write. Flink''s role '
+                                  'needs GRANT SELECT, INSERT, UPDATE, DELETE ON %s.', qname);
+    END IF;
+    IF rel.relkind NOT IN ('r', 'p') THEN
+        RAISE EXCEPTION '"%" is not a table', rel.relname
+              USING ERRCODE = 'wrong_object_type',
+                    HINT = 'Flink''s JDBC sink writes into tables: pass a plain or partitioned table.';
+    END IF;
+    IF rel.relpersistence = 't' THEN
+        RAISE EXCEPTION '"%" is a temporary table', rel.relname
+              USING ERRCODE = 'wrong_object_type',
+                    HINT = 'Only the session that created it sees it; Flink cannot write it.';
+    END IF;
+
+    -- the upsert key: the primary key, else the route's id column
+    SELECT array_agg(a.attname ORDER BY k.ord) INTO key_cols
+      FROM pg_index x
+      CROSS JOIN LATERAL unnest(x.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+      JOIN pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = k.attnum
+     WHERE x.indrelid = flink_ddl.staging_table AND x.indisprimary AND k.ord <= x.indnkeyatts;
+    IF key_cols IS NOT NULL THEN
+        key_source := 'pk';
+    ELSE
+        routes_readable := has_table_privilege('@extschema@.routes', 'SELECT');
+        IF routes_readable THEN
+            SELECT r.id_column INTO route_id
+              FROM @extschema@.routes r WHERE r.staging_table = flink_ddl.staging_table;
+            IF route_id IS NOT NULL THEN
+                key_cols := ARRAY[route_id];
+                key_source := 'route';
+            END IF;
+        END IF;
+    END IF;
+
+    FOR col IN SELECT a.attname, a.atttypid, a.atttypmod, a.attnotnull, a.atthasdef,
+                      a.attgenerated, a.attidentity,
+                      format_type(a.atttypid, a.atttypmod) AS pg_type
+                 FROM pg_attribute a
+                WHERE a.attrelid = flink_ddl.staging_table AND a.attnum > 0 AND NOT a.attisdropped
+                ORDER BY a.attnum
+    LOOP
+        fname := '`' || replace(col.attname, '`', '``') || '`';
+        is_def := is_def || false;
+        comments := comments || NULL::text;
+        IF col.attgenerated <> '' THEN
+            entries := entries || format('-- generated: %s %s is computed by PostgreSQL',
+                                         fname, col.pg_type);
+            CONTINUE;
+        ELSIF col.attidentity = 'a' THEN
+            entries := entries || format('-- generated: %s %s is GENERATED ALWAYS AS IDENTITY '
+                                         '(PostgreSQL refuses written values)', fname, col.pg_type);
+            CONTINUE;
+        END IF;
+        SELECT * INTO ft FROM @extschema@.flink_type_internal(col.atttypid, col.atttypmod);
+        IF ft.flink_type IS NULL THEN
+            entries := entries || format('-- unsupported: %s %s: %s', fname, col.pg_type, ft.note);
+            left_out_by_type := true;
+        -- Flink's PostgreSQL dialect puts column names into its SQL unquoted
+        ELSIF regexp_replace(col.attname, '[^\x01-\x7f]', 'a', 'g') !~ '^[a-z_][a-z0-9_$]*$'
+              OR EXISTS (SELECT FROM pg_get_keywords() k
+                          WHERE k.word = col.attname AND k.catcode IN ('R', 'T')) THEN
+            entries := entries || format('-- unsupported: %s %s: the name needs quotes in PostgreSQL',
+                                         fname, col.pg_type);
+            bad_names := bad_names || col.attname;
+        ELSE
+            entries := entries || (fname || ' ' || ft.flink_type
+                                   || CASE WHEN col.attnotnull OR col.attname = ANY (key_cols)
+                                           THEN ' NOT NULL' ELSE '' END);
+            is_def[cardinality(entries)] := true;
+            comments[cardinality(entries)] := ft.note;
+            last_def := cardinality(entries);
+            written := written || col.attname;
+            IF ft.sent_as_text IS NOT NULL AND NOT ft.sent_as_text = ANY (text_kinds) THEN
+                text_kinds := text_kinds || ft.sent_as_text;
+            END IF;
+            has_tstz := has_tstz OR ft.is_timestamptz;
+            CONTINUE;
+        END IF;
+        left_out := left_out || fname;
+        IF col.attnotnull AND NOT col.atthasdef THEN
+            not_null_left_out := not_null_left_out || fname;
+        END IF;
+    END LOOP;
+
+    IF key_cols <@ written THEN
+        entries := entries || format('PRIMARY KEY (%s) NOT ENFORCED',
+                                     (SELECT string_agg('`' || replace(k, '`', '``') || '`', ', ' ORDER BY o)
+                                        FROM unnest(key_cols) WITH ORDINALITY AS u(k, o)));
+        is_def := is_def || true;
+        comments := comments || NULL::text;
+        last_def := cardinality(entries);
+    END IF;
+
+    -- the notes: the key
+    IF key_source = 'route' AND key_cols <@ written THEN
+        notes := notes || format('%s has no primary key: the upsert key is the route''s id column `%s`.',
+                                 qname, replace(route_id, '`', '``'));
+        SELECT EXISTS (SELECT FROM pg_index x
+                        WHERE x.indrelid = flink_ddl.staging_table AND x.indisunique
+                          AND x.indisvalid AND x.indimmediate AND x.indnkeyatts = 1
+                          AND x.indpred IS NULL AND x.indexprs IS NULL
+                          AND x.indkey[0] = (SELECT a.attnum FROM pg_attribute a
+                                              WHERE a.attrelid = x.indrelid AND a.attname = route_id))
+          INTO has_unique;
+        IF NOT has_unique THEN
+            notes := notes || ARRAY['Its INSERT ... ON CONFLICT needs a unique index on that column first:',
+                                    format('    CREATE UNIQUE INDEX ON %s (%I);', qname, route_id)];
+        END IF;
+    ELSIF key_cols IS NOT NULL AND NOT key_cols <@ written THEN
+        notes := notes || format('No PRIMARY KEY: Flink cannot write the key column%s %s, so its JDBC '
+                                 'sink only appends (plain INSERT): Flink refuses queries that update '
+                                 'or delete, and a replayed batch inserts its rows again.',
+                                 CASE WHEN cardinality(key_cols) > 1 THEN 's' ELSE '' END,
+                                 (SELECT string_agg('`' || replace(k, '`', '``') || '`', ', ' ORDER BY o)
+                                    FROM unnest(key_cols) WITH ORDINALITY AS u(k, o)
+                                   WHERE NOT k = ANY (written)));
+    ELSIF key_cols IS NULL THEN
+        notes := notes || ARRAY[
+            format('No PRIMARY KEY: %s has none, and %s. Without one Flink''s JDBC sink only appends '
+                   '(plain INSERT): Flink refuses queries that update or delete, and a replayed batch '
+                   'inserts its rows again. Route the table (its id column becomes the key), or add one:',
+                   qname, CASE WHEN routes_readable THEN 'it is not routed'
+                               ELSE 'you cannot read cosmos_sink.routes for its id column' END),
+            format('    ALTER TABLE %s ADD PRIMARY KEY (...);', qname)];
+    END IF;
+
+    -- what is left out
+    IF cardinality(left_out) > 0 THEN
+        notes := notes || format('Left out (see "unsupported" below): %s. Flink''s upsert does not '
+                                 'write them: a new row gets their default (NULL if none), an updated '
+                                 'row keeps its old values.', array_to_string(left_out, ', '));
+        IF cardinality(not_null_left_out) > 0 THEN
+            notes := notes || format('%s NOT NULL without a default: until Flink can write %s, every '
+                                     'INSERT fails.', array_to_string(not_null_left_out, ', ')
+                                     || CASE WHEN cardinality(not_null_left_out) > 1 THEN ' are' ELSE ' is' END,
+                                     CASE WHEN cardinality(not_null_left_out) > 1 THEN 'them' ELSE 'it' END);
+        END IF;
+        IF cardinality(bad_names) > 0 THEN
+            notes := notes || ARRAY['Flink''s JDBC connector writes column names unquoted, so it can '
+                                    'write only names PostgreSQL takes unquoted (lower case, no spaces, '
+                                    'not a reserved word). Rename the others, for example:',
+                                    format('    ALTER TABLE %s RENAME COLUMN %I TO ...;', qname, bad_names[1])];
+        END IF;
+        IF left_out_by_type THEN
+            notes := notes || 'To write a column of another type anyway, declare it STRING holding '
+                              'PostgreSQL''s text form of the value, with stringtype=unspecified in '
+                              'the JDBC URL.'::text;
+        END IF;
+    END IF;
+
+    -- columns written as text; timestamptz
+    IF cardinality(text_kinds) > 0 THEN
+        IF url IS NULL THEN
+            notes := notes || format('The URL has stringtype=unspecified: %s columns are written as '
+                                     'text, and it lets PostgreSQL convert that text to the column''s '
+                                     'type.', array_to_string(text_kinds, ', '));
+        ELSIF url !~* '[?&]stringtype=unspecified(&|$)' THEN
+            notes := notes || format('Add stringtype=unspecified to the JDBC URL: %s columns are '
+                                     'written as text, which PostgreSQL converts only then (else: '
+                                     'column "..." is of type ... but expression is of type character '
+                                     'varying).', array_to_string(text_kinds, ', '));
+        END IF;
+    END IF;
+    IF has_tstz THEN
+        notes := notes || 'timestamptz columns are declared TIMESTAMP: Flink''s JDBC connector cannot '
+                          'write TIMESTAMP_LTZ. It sends TIMESTAMP values in the TaskManager JVM''s time '
+                          'zone, so run it with -Duser.timezone=UTC, SET ''table.local-time-zone'' = '
+                          '''UTC'', and CAST TIMESTAMP_LTZ values to TIMESTAMP.'::text;
+    END IF;
+
+    IF url IS NULL THEN
+        url := format('jdbc:postgresql://HOST:5432/%s', current_database())
+               || CASE WHEN cardinality(text_kinds) > 0 THEN '?stringtype=unspecified' ELSE '' END;
+    END IF;
+
+    -- the statement
+    result := format('-- Flink SQL table for PostgreSQL table %s (cosmos_sink.flink_ddl)', qname);
+    IF cardinality(notes) > 0 THEN
+        result := result || E'\n'
+                  || (SELECT string_agg('-- ' || l, E'\n' ORDER BY n, o)
+                        FROM unnest(notes) WITH ORDINALITY AS p(para, n),
+                             -- wrapped at 88 characters, but for code (indented)
+                             regexp_split_to_table(CASE WHEN para LIKE '    %' THEN para
+                                                        ELSE rtrim(regexp_replace(para, '(.{1,88})( +|$)',
+                                                                                  E'\\1\n', 'g'), E'\n')
+                                                   END, E'\n') WITH ORDINALITY AS w(l, o));
+    END IF;
+    result := result || E'\n' || format('CREATE TABLE `%s` (', replace(rel.relname, '`', '``'));
+    FOR i IN 1 .. cardinality(entries) LOOP
+        result := result || E'\n  ' || entries[i]
+                  || CASE WHEN is_def[i] AND i < last_def THEN ',' ELSE '' END
+                  || CASE WHEN comments[i] IS NOT NULL THEN '  -- ' || comments[i] ELSE '' END;
+    END LOOP;
+    opts := ARRAY[
+        '''connector'' = ''jdbc'',',
+        format('''url'' = ''%s'',', replace(url, '''', ''''''))
+          || CASE WHEN jdbc_url IS NULL THEN '  -- placeholder: your server' ELSE '' END,
+        format('''table-name'' = ''%s'',', replace(qname, '''', '''''')),
+        format('''username'' = ''%s'',', replace(current_user, '''', ''''''))
+          || '  -- placeholder: the role Flink logs in as',
+        '-- ''password'' = ''...'',  -- required with ''username'': inject it from a secret, never write it here',
+        '''sink.buffer-flush.max-rows'' = ''500'',  -- rows per flush; a JDBC batch is one transaction',
+        '''sink.buffer-flush.interval'' = ''1s'',',
+        '''sink.max-retries'' = ''3''',
+        '-- ''sink.parallelism'' = ''...''  -- if it differs from the input''s, Flink shuffles rows by key'
+    ];
+    RETURN result || E'\n) WITH (\n  ' || array_to_string(opts, E'\n  ') || E'\n);';
+END
+$$;
