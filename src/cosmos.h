@@ -46,6 +46,8 @@ typedef struct CosmosCredentials
 	char	   *source_file;	/* malloc'd path the credentials came from */
 	time_t		source_mtime;	/* to notice a rewritten token file */
 	off_t		source_size;	/* same, for a rewrite within the same second */
+	long		source_mtime_nsec;	/* same, at the file system's resolution */
+	ino_t		source_ino;		/* a new file renamed over the old one */
 } CosmosCredentials;
 
 /* Parse the text of a key file: a bare base64 key or a connection string */

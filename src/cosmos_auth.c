@@ -435,7 +435,9 @@ CosmosLoadCredentials(const char *key_file, const char *aad_token_file,
 		return false;
 	}
 	loaded.source_mtime = st.st_mtime;
+	loaded.source_mtime_nsec = st.st_mtim.tv_nsec;
 	loaded.source_size = st.st_size;
+	loaded.source_ino = st.st_ino;
 	*creds = loaded;
 	explicit_bzero(&loaded, sizeof(loaded));
 	return true;
@@ -454,7 +456,8 @@ CosmosCredentialsStale(const CosmosCredentials *creds)
 		return false;
 	if (stat(creds->source_file, &st) != 0)
 		return true;
-	return st.st_mtime != creds->source_mtime || st.st_size != creds->source_size;
+	return st.st_mtime != creds->source_mtime || st.st_mtim.tv_nsec != creds->source_mtime_nsec ||
+		st.st_size != creds->source_size || st.st_ino != creds->source_ino;
 }
 
 /* Free what CosmosLoadCredentials/CosmosParseKeyText allocated; zero the key */
