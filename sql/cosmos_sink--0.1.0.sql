@@ -588,3 +588,125 @@ BEGIN
     RETURN result || E'\n) WITH (\n  ' || array_to_string(opts, E'\n  ') || E'\n);';
 END
 $$;
+
+-- ---------------------------------------------------------------------------
+-- resync(): backfill through the stream
+-- ---------------------------------------------------------------------------
+
+-- One row per requested backfill; the worker advances it chunk by chunk, each
+-- chunk in its own transaction together with its progress (so it resumes
+-- exactly where it stopped after a restart).
+CREATE TABLE resyncs (
+    staging_table regclass PRIMARY KEY,
+    requested_at  timestamptz NOT NULL DEFAULT now(),
+    started_at    timestamptz,
+    finished_at   timestamptz,
+    last_id       text,
+    rows_done     bigint NOT NULL DEFAULT 0,
+    rows_total    bigint,
+    note          text
+);
+SELECT pg_catalog.pg_extension_config_dump('resyncs', '');
+REVOKE ALL ON resyncs FROM PUBLIC;
+GRANT SELECT ON resyncs TO pg_monitor;
+
+-- Backfills every current row of a routed table. Rows are re-sent by touching
+-- them in id order, a chunk per transaction (UPDATE ... SET id = id): each
+-- touch carries the row's latest committed state through the same
+-- commit-ordered stream as every other change, so a backfilled row can never
+-- overwrite a newer streamed change, and a row deleted meanwhile is simply
+-- not touched. The worker runs the chunks in the background.
+CREATE FUNCTION resync(staging_table regclass) RETURNS void
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM @extschema@.routes r WHERE r.staging_table = resync.staging_table) THEN
+        RAISE EXCEPTION 'table % is not routed', staging_table
+              USING HINT = 'Route it with cosmos_sink.add_route() first.';
+    END IF;
+    INSERT INTO @extschema@.resyncs AS s (staging_table) VALUES (resync.staging_table)
+    ON CONFLICT (staging_table) DO UPDATE
+       SET requested_at = now(), started_at = NULL, finished_at = NULL, last_id = NULL,
+           rows_done = 0, rows_total = NULL, note = NULL;
+END
+$$;
+REVOKE ALL ON FUNCTION resync(regclass) FROM PUBLIC;
+
+-- One chunk of a backfill (called by the worker, in its own transaction):
+-- touches up to chunk rows after last_id; returns the rows touched, 0 when done.
+CREATE FUNCTION resync_step(staging_table regclass, chunk integer) RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    job record;
+    id_type text;
+    upto text;
+    touched bigint;
+BEGIN
+    SELECT s.*, r.id_column INTO job
+      FROM @extschema@.resyncs s
+      LEFT JOIN @extschema@.routes r ON r.staging_table = s.staging_table
+     WHERE s.staging_table = resync_step.staging_table AND s.finished_at IS NULL
+       FOR UPDATE OF s;
+    IF NOT FOUND THEN
+        RETURN 0;
+    END IF;
+    IF job.id_column IS NULL THEN
+        UPDATE @extschema@.resyncs SET finished_at = now(), note = 'route removed'
+         WHERE resyncs.staging_table = resync_step.staging_table;
+        RETURN 0;
+    END IF;
+    SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
+      FROM pg_attribute a
+     WHERE a.attrelid = job.staging_table AND a.attname = job.id_column AND NOT a.attisdropped;
+    IF job.started_at IS NULL THEN
+        EXECUTE format('SELECT count(*) FROM %s', job.staging_table) INTO job.rows_total;
+        UPDATE @extschema@.resyncs SET started_at = now(), rows_total = job.rows_total
+         WHERE resyncs.staging_table = resync_step.staging_table;
+    END IF;
+    -- the chunk ends at an id value, so rows sharing an id are never split
+    EXECUTE format('SELECT max(%1$I)::text FROM (SELECT %1$I FROM %2$s WHERE $1 IS NULL OR %1$I > $1::%3$s'
+                   ' ORDER BY %1$I LIMIT $2) c', job.id_column, job.staging_table, id_type)
+       INTO upto USING job.last_id, chunk;
+    IF upto IS NULL THEN
+        UPDATE @extschema@.resyncs SET finished_at = now()
+         WHERE resyncs.staging_table = resync_step.staging_table;
+        RETURN 0;
+    END IF;
+    EXECUTE format('UPDATE %2$s SET %1$I = %1$I WHERE ($1 IS NULL OR %1$I > $1::%3$s) AND %1$I <= $2::%3$s',
+                   job.id_column, job.staging_table, id_type)
+      USING job.last_id, upto;
+    GET DIAGNOSTICS touched = ROW_COUNT;
+    UPDATE @extschema@.resyncs SET last_id = upto, rows_done = rows_done + touched
+     WHERE resyncs.staging_table = resync_step.staging_table;
+    RETURN touched;
+END
+$$;
+REVOKE ALL ON FUNCTION resync_step(regclass, integer) FROM PUBLIC;
+
+-- status, with the progress of running backfills
+CREATE OR REPLACE VIEW status AS
+SELECT w.state,
+       w.worker_pid,
+       w.slot_name,
+       s.confirmed_flush_lsn AS confirmed_lsn,
+       pg_catalog.pg_current_wal_lsn() AS current_lsn,
+       COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
+                                           s.confirmed_flush_lsn), 0)::bigint AS lag_bytes,
+       COALESCE(extract(epoch FROM pg_catalog.now() - w.oldest_unacked_commit), 0)::float8
+         AS lag_seconds,
+       w.last_ack_at,
+       w.in_flight_requests,
+       s.wal_status,
+       s.safe_wal_size,
+       w.last_error,
+       w.last_error_at,
+       (SELECT string_agg(format('%s %s/%s', r.staging_table, r.rows_done,
+                                 COALESCE(r.rows_total::text, '?')), ', ' ORDER BY r.requested_at)
+          FROM resyncs r WHERE r.finished_at IS NULL) AS resync_progress
+  FROM worker_status() w
+  LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot_name;

@@ -37,6 +37,7 @@
 #define SLOT_SAVE_MS		5000	/* how often a moved confirmed LSN is saved */
 #define DECODE_SLICE_MS		50		/* longest decoding stretch between sends */
 #define MAX_DONE			64
+#define RESYNC_CHUNK_ROWS	1000	/* rows touched per backfill transaction */
 
 PGDLLEXPORT void CosmosSinkWorkerMain(Datum arg);
 
@@ -47,6 +48,13 @@ static TimestampTz LastSlotSave = 0;
 static XLogRecPtr LastSavedLsn = InvalidXLogRecPtr;
 static MemoryContext LoopContext = NULL;
 static MemoryContext PumpContext = NULL;	/* sending from inside decoding */
+
+/* Budget for changes held in memory */
+static Size
+BufferBytes(void)
+{
+	return (Size) CosmosSinkBufferSizeKb * 1024;
+}
 
 /* Register the worker; called from _PG_init under shared_preload_libraries */
 void
@@ -169,6 +177,39 @@ FlushDeadLetters(void)
 	}
 }
 
+/*
+ * Run one chunk of a requested backfill (resync()), in its own transaction,
+ * when the buffer has room: the touched rows come back through the stream.
+ * Looks for requests once a second while none is running.
+ */
+static void
+ResyncStep(void)
+{
+	static TimestampTz next_look = 0;
+	static bool active = false;
+	int64		touched = 0;
+	bool		isnull = true;
+
+	if (!active && GetCurrentTimestamp() < next_look)
+		return;
+	if (BatchPendingBytes() > BufferBytes() / 2)
+		return;
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
+					" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
+					false, 1) == SPI_OK_SELECT && SPI_processed > 0)
+		touched = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	active = !isnull;			/* a backfill is running (one more call may finish it) */
+	PopActiveSnapshot();
+	SPI_finish();
+	CommitTransactionCommand();
+	if (!active)
+		next_look = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
+	(void) touched;
+}
+
 /* Settle every finished request */
 static int
 CompleteRequests(long timeout_ms)
@@ -260,12 +301,6 @@ Forwarding(void)
 	return CosmosSinkEnabled && !StatusPaused() && ClientReady;
 }
 
-/* Budget for changes held in memory */
-static Size
-BufferBytes(void)
-{
-	return (Size) CosmosSinkBufferSizeKb * 1024;
-}
 
 /*
  * Called from inside decoding when the buffer is full: send and wait until
@@ -350,6 +385,8 @@ WorkerTurn(void)
 		ParkRemovedRoutes();
 	if (DeadLetterQueued() > 0)
 		FlushDeadLetters();
+	if (forwarding && DecoderActive())
+		ResyncStep();
 	if (DecoderActive())
 		AdvanceConfirmed();
 	PublishProgress();
