@@ -710,3 +710,72 @@ SELECT w.state,
           FROM resyncs r WHERE r.finished_at IS NULL) AS resync_progress
   FROM worker_status() w
   LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot_name;
+
+-- ---------------------------------------------------------------------------
+-- Schema changes of routed tables
+-- ---------------------------------------------------------------------------
+
+-- After ALTER TABLE: a routed table must keep its id and partition key columns
+-- (documents are keyed by them and the container's partition key path names
+-- them). Other columns may come, go, be renamed or change type: documents take
+-- the new shape from that point of the stream.
+CREATE FUNCTION ddl_guard() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cmd record;
+    rt record;
+    col text;
+BEGIN
+    FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands()
+                WHERE object_type IN ('table', 'table column') AND command_tag = 'ALTER TABLE'
+                  AND classid = 'pg_class'::regclass
+    LOOP
+        FOR rt IN SELECT * FROM @extschema@.routes r WHERE r.staging_table = cmd.objid LOOP
+            FOREACH col IN ARRAY rt.partition_key || rt.id_column::text LOOP
+                IF NOT EXISTS (SELECT 1 FROM pg_attribute a
+                                WHERE a.attrelid = rt.staging_table AND a.attname = col
+                                  AND a.attnum > 0 AND NOT a.attisdropped) THEN
+                    RAISE EXCEPTION 'column "%" of table % is used by its cosmos_sink route', col, rt.staging_table
+                          USING HINT = format('It is the route''s %s. Call cosmos_sink.remove_route(%L) first, then add a new route.',
+                                              CASE WHEN col = rt.id_column::text THEN 'id column' ELSE 'partition key' END,
+                                              rt.staging_table::text);
+                END IF;
+            END LOOP;
+        END LOOP;
+    END LOOP;
+END
+$$;
+
+-- Tells decoding (at this transaction's LSN) that a route row changed
+CREATE FUNCTION route_changed() RETURNS void
+AS 'MODULE_PATHNAME', 'route_changed' LANGUAGE C;
+REVOKE ALL ON FUNCTION route_changed() FROM PUBLIC;
+
+-- After DROP TABLE: its route goes with it (changes committed before the drop
+-- are still forwarded; they are in the stream before this transaction).
+CREATE FUNCTION drop_guard() RETURNS event_trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    obj record;
+BEGIN
+    FOR obj IN SELECT * FROM pg_event_trigger_dropped_objects()
+                WHERE object_type = 'table' AND NOT is_temporary
+    LOOP
+        IF EXISTS (SELECT 1 FROM @extschema@.routes r WHERE r.staging_table = obj.objid) THEN
+            DELETE FROM @extschema@.routes r WHERE r.staging_table = obj.objid;
+            DELETE FROM @extschema@.resyncs s WHERE s.staging_table = obj.objid;
+            PERFORM @extschema@.route_changed();
+            RAISE NOTICE 'removed the cosmos_sink route of dropped table %', obj.object_identity;
+        END IF;
+    END LOOP;
+END
+$$;
+
+CREATE EVENT TRIGGER cosmos_sink_ddl_guard ON ddl_command_end
+    WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION ddl_guard();
+CREATE EVENT TRIGGER cosmos_sink_drop_guard ON sql_drop
+    WHEN TAG IN ('DROP TABLE', 'DROP SCHEMA', 'DROP OWNED') EXECUTE FUNCTION drop_guard();

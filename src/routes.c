@@ -35,6 +35,7 @@
 PG_FUNCTION_INFO_V1(add_route);
 PG_FUNCTION_INFO_V1(add_route_text);
 PG_FUNCTION_INFO_V1(remove_route);
+PG_FUNCTION_INFO_V1(route_changed);
 
 /* OID of cosmos_sink.routes under the current (possibly historic) snapshot */
 Oid
@@ -537,4 +538,12 @@ remove_route(PG_FUNCTION_ARGS)
 	SPI_finish();
 	InvalidateRoutes(relid);
 	PG_RETURN_DATUM(result);
+}
+
+/* route_changed(): tell decoding sessions the route rows changed (event triggers) */
+Datum
+route_changed(PG_FUNCTION_ARGS)
+{
+	CacheInvalidateRelcacheByRelid(RoutesTableOid(false));
+	PG_RETURN_VOID();
 }
