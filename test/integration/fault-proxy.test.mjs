@@ -10,8 +10,9 @@ import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { EMULATOR_KEY, createContainer, startEmulator } from '../lib/emulator.mjs';
 import {
-  aadAuthorization, checkAuthorization, formatCharge, masterAuthorization, masterSignature, resourceFromPath,
-  ruForOp, startFaultProxy, stringToSign,
+  aadAuthorization, checkAuthorization, epk, epkMultiHash, epkV1, epkV2, evenPkRanges, findPkRange, formatCharge,
+  masterAuthorization, masterSignature, murmur3x64_128, murmur3x86_32, resourceFromPath, ruForOp, samePartitionKey,
+  splitPkRanges, startFaultProxy, stringToSign,
 } from '../lib/fault-proxy.mjs';
 import { Cleanup, sleep, waitFor } from '../lib/util.mjs';
 
@@ -741,5 +742,245 @@ describe('fault proxy in front of the emulator', { timeout: 300000 }, () => {
     assert.equal((await raw({ path: `/dbs/${DB}/colls/${coll}/pkranges` })).json.PartitionKeyRanges[0].id, 0);
     const l = await proxy.ledger();
     assert.equal(l.byKind.pkranges, 2);
+  });
+});
+
+// ---------------------------------------------------------------------------
+// Effective partition keys (reference §6.4/§6.5) and the proxy's pkranges,
+// routing checks and scripted split
+// ---------------------------------------------------------------------------
+
+describe('effective partition keys (reference §6.5 vectors)', () => {
+  const V2 = [
+    [['redmond'], '22E342F38A486A088463DFF7838A5963'],
+    [[''], '32E9366E637A71B4E710384B2F4970A0'],
+    [['aa'], '05033626483AE80D00E44FBD35362B19'],
+    [['partitionKey'], '013AEFCF77FA271571CF665A58C933F1'],
+    [['customer42'], '19819C94CE42A1654CCC8110539D9589'],
+    [['a'.repeat(110)], '0BA3E9CA8EE4C14538828D1612A4B652'],
+    [['a'.repeat(145)], '36375D21568760E891C9CB7002D5E059'],
+    [['a'.repeat(1024)], '332BDF5512AE49615F32C7D98C2DB86C'],
+    [[null], '378867E4430E67857ACE5C908374FE16'],
+    [[{}], '11622DAA78F835834610ABE56EFF5CB5'],
+    [[true], '0E711127C5B5A8E4726AC6DD306A3E59'],
+    [[false], '2FE1BE91E90A3439635E0E9E37361EF2'],
+    [[5], '19C08621B135968252FB34B4CF66F811'],
+    [[5.0], '19C08621B135968252FB34B4CF66F811'],
+    [[5.5], '0E2EE47829D1AF775EEFB6540FD1D0ED'],
+    // eslint-disable-next-line no-loss-of-precision
+    [[5.12312419050912359123], '0EF2E2D82460884AF0F6440BE4F726A8'],
+    [[12313.1221], '27E7ECA8F2EE3E53424DE8D5220631C6'],
+    [[123456789], '1F56D2538088EBA82CCF988F36E16760'],
+    [[-128], '01DAEDABF913540367FE219B2AD06148'],
+    [[2147483647], '2D9349D64712AEB5EB1406E2F0BE2725'],
+    [[1.7976931348623157e308], '31424D996457102634591FF245DBCC4D'],
+    [[5.0, 'redmond', true, null], '3032DECBE2AB1768D8E0AEDEA35881DF'],
+    // the reference's extra computed values
+    [['pk1'], '1EC0C2CBE45DBC919CF2B65D399C2673'],
+    [[0], '155B95BEDAC4B1E9EC1CDC9BB0DDDE58'],
+    [[1], '20CD98B339BA78A5D0CF6953B87070B0'],
+  ];
+  const MULTI = [
+    [['seattle'], '07E4D14180A45153F00B44907886F856'],
+    [['seattle', 'redmond'], '07E4D14180A45153F00B44907886F85622E342F38A486A088463DFF7838A5963'],
+    // eslint-disable-next-line no-loss-of-precision
+    [['seattle', 'redmond', 5.12312419050912359123],
+      '07E4D14180A45153F00B44907886F85622E342F38A486A088463DFF7838A59630EF2E2D82460884AF0F6440BE4F726A8'],
+    [['title_player_account!9E711EFBD3BBB492', 'Title-B60C1'], '2306FDF78C35ED4FD1C5835B075FC0B0248E1F58635558D12708326234F93A21'],
+    [[false, null], '2FE1BE91E90A3439635E0E9E37361EF2378867E4430E67857ACE5C908374FE16'],
+    [['tenant1', 'user1'], '0DAE0B8467B011E957BC0B8B0DEB5ACA236A5BE3329A7AD57D4B998E8602BD7B'],
+  ];
+  const V1 = [
+    [['redmond'], '05C1EFE313830C087366656E706F6500'],
+    [['partitionKey'], '05C1E1B3D9CD2608716273756A756A706F4C667A00'],
+    [[''], '05C1CF33970FF80800'],
+    [[null], '05C1ED45D7475601'],
+    [[{}], '05C1D529E345DC00'],
+    [[true], '05C1D7C5A903D803'],
+    [[false], '05C1DB857D857C02'],
+    [[5], '05C1D9C1C5517C05C014'],
+    [[2147483647], '05C1E1F503DFB205C1DFFFFFFFFC'],
+    [[2, true, false, null, undefined, 'Привет!'], '05C1D19581B37C05C0000302010008D1A0D281D1B9D1B3D1B6D2832200'],
+  ];
+
+  test('MurmurHash3 self-checks', () => {
+    const { h1, h2 } = murmur3x64_128(Buffer.from('hello'));
+    assert.equal(h1.toString(16), 'cbd8a7b341bd9b02');
+    assert.equal(h2.toString(16), '5b1e906a48ae1d19');
+    assert.deepEqual(murmur3x64_128(Buffer.alloc(0)), { h1: 0n, h2: 0n });
+    assert.equal(murmur3x86_32(Buffer.from('hello')).toString(16), '248bfa47');
+    // the worked example's hash input and halves
+    const r = murmur3x64_128(Buffer.from('087265646D6F6E64FF', 'hex'));
+    assert.equal(r.h1.toString(16).toUpperCase(), '8463DFF7838A5963');
+    assert.equal(r.h2.toString(16).toUpperCase(), 'A2E342F38A486A08');
+  });
+
+  test('hash v2: every vector', () => {
+    for (const [pk, want] of V2) {
+      assert.equal(epkV2(pk), want, JSON.stringify(pk).slice(0, 60));
+      assert.equal(epk({ kind: 'Hash', version: 2 }, JSON.stringify(pk)), want);
+    }
+    assert.equal(epkV2([]), '');
+  });
+
+  test('MultiHash: every vector; a prefix of the levels is a prefix of the EPK', () => {
+    for (const [pk, want] of MULTI) {
+      assert.equal(epkMultiHash(pk), want, JSON.stringify(pk));
+      assert.equal(epk({ kind: 'MultiHash', version: 2 }, JSON.stringify(pk)), want);
+    }
+    assert.equal(epkMultiHash([]), '');
+    assert.ok(epkMultiHash(['t', 7, 'u']).startsWith(epkMultiHash(['t', 7])));
+  });
+
+  test('hash v1 (legacy): every vector', () => {
+    for (const [pk, want] of V1) {
+      assert.equal(epkV1(pk), want, JSON.stringify(pk));
+      if (!pk.includes(undefined)) assert.equal(epk({ kind: 'Hash' }, JSON.stringify(pk)), want);
+    }
+  });
+
+  test('partition key equality and ranges', () => {
+    assert.ok(samePartitionKey('["a",5]', ['a', 5.0]));
+    assert.ok(samePartitionKey('[{}]', [{}]));
+    assert.ok(!samePartitionKey('["a",5]', '["a","5"]'));
+    assert.ok(!samePartitionKey('["a"]', '["a",null]'));
+    assert.ok(!samePartitionKey('[null]', '[{}]'));
+    const four = evenPkRanges(4);
+    assert.deepEqual(four.map((r) => [r.id, r.minInclusive, r.maxExclusive]), [
+      ['0', '', '10000000000000000000000000000000'],
+      ['1', '10000000000000000000000000000000', '20000000000000000000000000000000'],
+      ['2', '20000000000000000000000000000000', '30000000000000000000000000000000'],
+      ['3', '30000000000000000000000000000000', 'FF'],
+    ]);
+    assert.deepEqual(evenPkRanges(4, { space: 1n << 128n }).map((r) => r.minInclusive),
+      ['', '40000000000000000000000000000000', '80000000000000000000000000000000', 'C0000000000000000000000000000000']);
+    const eight = splitPkRanges(four);
+    assert.deepEqual(eight.map((r) => r.id), ['4', '5', '6', '7', '8', '9', '10', '11']);
+    assert.deepEqual(eight[3], { id: '7', minInclusive: '18000000000000000000000000000000', maxExclusive: '20000000000000000000000000000000', parents: ['1'] });
+    assert.equal(eight[7].maxExclusive, 'FF');
+    // every v2 key is below 2^126, so it lands in one of the ranges; a full MultiHash key too
+    for (const [pk, want] of [...V2, ...MULTI]) {
+      assert.ok(want < '40', want);
+      const r = findPkRange(four, want);
+      assert.equal(r.id, String(Math.floor(parseInt(want[0], 16))), `${JSON.stringify(pk).slice(0, 40)} ${want}`);
+    }
+    assert.equal(findPkRange(four, '').id, '0');
+    assert.equal(findPkRange(four, '10000000000000000000000000000000').id, '1');
+    assert.equal(findPkRange(four, '0FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF').id, '0');
+  });
+});
+
+describe('fault proxy: pkRanges, validateRouting, splitRangesAfter', { timeout: 120000 }, () => {
+  const cleanup = new Cleanup();
+  let emu;
+  let proxy;
+  let ca;
+
+  before(async () => {
+    emu = await startEmulator();
+    cleanup.add(() => emu.stop());
+    proxy = await startFaultProxy({ emulator: emu, pkRanges: 4, validateRouting: true });
+    cleanup.add(() => proxy.stop());
+    ca = readFileSync(proxy.caFile);
+    await createContainer(proxy.endpoint, proxy.caFile, DB, 'r_hash', '/pk');
+    await createContainer(proxy.endpoint, proxy.caFile, DB, 'r_multi', ['/t', '/u', '/s'], 'MultiHash');
+  });
+  after(() => cleanup.run());
+
+  function raw({ method = 'GET', path, headers = {}, body }) {
+    const date = new Date().toUTCString();
+    const { resourceType, resourceLink } = resourceFromPath(path);
+    const h = { 'x-ms-date': date, 'x-ms-version': '2020-07-15', authorization: masterAuthorization(EMULATOR_KEY, method, resourceType, resourceLink, date), ...headers };
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    if (payload) { h['content-type'] = 'application/json'; h['content-length'] = String(payload.length); }
+    return new Promise((resolve, reject) => {
+      const r = https.request({ host: '127.0.0.1', servername: 'localhost', port: proxy.port, method, path, headers: h, ca, agent: false }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json;
+          try { json = JSON.parse(text); } catch { json = undefined; }
+          resolve({ status: res.statusCode, headers: res.headers, json });
+        });
+      });
+      r.on('error', reject);
+      r.end(payload);
+    });
+  }
+  const pkranges = async (coll) => (await raw({ path: `/dbs/${DB}/colls/${coll}/pkranges` })).json.PartitionKeyRanges;
+  const bulk = (coll, range, ops) => raw({ method: 'POST', path: `/dbs/${DB}/colls/${coll}/docs`, body: ops, headers: {
+    'x-ms-cosmos-is-batch-request': 'True', 'x-ms-cosmos-batch-atomic': 'False', 'x-ms-cosmos-batch-continue-on-error': 'True',
+    'x-ms-documentdb-partitionkeyrangeid': range } });
+  const atomicBatch = (coll, pk, ops) => raw({ method: 'POST', path: `/dbs/${DB}/colls/${coll}/docs`, body: ops, headers: {
+    'x-ms-cosmos-is-batch-request': 'True', 'x-ms-cosmos-batch-atomic': 'True', 'x-ms-documentdb-partitionkey': pk } });
+  const up = (id, pk, extra = {}) => ({ operationType: 'Upsert', partitionKey: JSON.stringify(pk), resourceBody: { id, ...extra } });
+
+  test('pkranges: N even ranges; ops routed by EPK pass, misrouted ones get 410/1002', T, async () => {
+    await proxy.reset();
+    const ranges = await pkranges('r_hash');
+    assert.deepEqual(ranges.map((r) => [r.id, r.minInclusive, r.maxExclusive, r.status]), [
+      ['0', '', '10000000000000000000000000000000', 'online'],
+      ['1', '10000000000000000000000000000000', '20000000000000000000000000000000', 'online'],
+      ['2', '20000000000000000000000000000000', '30000000000000000000000000000000', 'online'],
+      ['3', '30000000000000000000000000000000', 'FF', 'online'],
+    ]);
+    // customer42 -> 19… (range 1), redmond -> 22… (range 2)
+    assert.equal((await bulk('r_hash', '1', [up('a', ['customer42'], { pk: 'customer42' })])).status, 200);
+    const wrong = await bulk('r_hash', '1', [up('b', ['customer42'], { pk: 'customer42' }), up('c', ['redmond'], { pk: 'redmond' })]);
+    assert.equal(wrong.status, 410);
+    assert.equal(wrong.headers['x-ms-substatus'], '1002');
+    assert.equal(wrong.json.code, 'Gone');
+    assert.equal((await bulk('r_hash', '9', [up('d', ['redmond'], { pk: 'redmond' })])).status, 410);
+    const l = await proxy.ledger();
+    assert.equal(l.misrouted, 2);
+    assert.equal(l.rangeGone, 1);
+    assert.equal(l.misroutedStale, 0);
+    assert.equal(l.upserts, 1, 'nothing of a misrouted request is applied');
+    const rec = (await proxy.requests({ kind: 'bulk' })).find((r) => r.routingFailure === 'misrouted');
+    assert.deepEqual(rec.routing, { range: '1', gen: 0, stale: false, opIndex: 1, id: 'c', partitionKey: '["redmond"]',
+      epk: '22E342F38A486A088463DFF7838A5963', expected: '2' });
+  });
+
+  test('MultiHash: full keys checked against 32-digit boundaries; atomic batches need the header key', T, async () => {
+    await proxy.reset();
+    const k1 = ['seattle', 'redmond', 5.12312419050912359123]; // 07E4… -> range 0
+    const k2 = ['title_player_account!9E711EFBD3BBB492', 'Title-B60C1', 'x']; // 2306… -> range 2
+    assert.equal((await bulk('r_multi', '0', [up('m1', k1, { t: k1[0] })])).status, 200);
+    assert.equal((await bulk('r_multi', '2', [up('m2', k2, { t: k2[0] })])).status, 200);
+    assert.equal((await bulk('r_multi', '0', [up('m3', k2, { t: k2[0] })])).status, 410);
+    assert.equal((await atomicBatch('r_multi', JSON.stringify(k1), [up('m4', k1, { t: k1[0] }), up('m5', k1, { t: k1[0] })])).status, 200);
+    const mism = await atomicBatch('r_multi', JSON.stringify(k1), [up('m6', k1, { t: k1[0] }), up('m7', ['seattle', 'redmond', 5], { t: 'seattle' })]);
+    assert.equal(mism.status, 400);
+    assert.equal(mism.headers['x-ms-substatus'], '1001');
+    const l = await proxy.ledger();
+    assert.equal(l.misrouted, 1);
+    assert.equal(l.pkMismatch, 1);
+    assert.equal(l.upserts, 4);
+  });
+
+  test('splitRangesAfter: old ids answer 410/1002 until the ranges are re-read', T, async () => {
+    await proxy.set({ splitRangesAfter: 2 });
+    await proxy.reset();
+    assert.equal((await pkranges('r_hash')).length, 4);
+    assert.equal((await bulk('r_hash', '1', [up('s1', ['customer42'], { pk: 'customer42' })])).status, 200);
+    assert.equal((await bulk('r_hash', '2', [up('s2', ['redmond'], { pk: 'redmond' })])).status, 200); // the 2nd: split after it
+    const gone = await bulk('r_hash', '1', [up('s3', ['customer42'], { pk: 'customer42' })]);
+    assert.equal(gone.status, 410);
+    assert.equal(gone.headers['x-ms-substatus'], '1002');
+    const after = await pkranges('r_hash');
+    assert.deepEqual(after.map((r) => [r.id, r.parents]), [['4', ['0']], ['5', ['0']], ['6', ['1']], ['7', ['1']],
+      ['8', ['2']], ['9', ['2']], ['10', ['3']], ['11', ['3']]]);
+    // customer42 = 19… -> [18…, 20…) = range 7
+    assert.equal((await bulk('r_hash', '7', [up('s3', ['customer42'], { pk: 'customer42' })])).status, 200);
+    assert.equal((await bulk('r_hash', '1', [up('s4', ['customer42'], { pk: 'customer42' })])).status, 410);
+    assert.equal((await bulk('r_hash', '6', [up('s4', ['customer42'], { pk: 'customer42' })])).status, 410);
+    const l = await proxy.ledger();
+    assert.equal(l.splits, 1);
+    assert.equal(l.misrouted, 3);
+    assert.equal(l.rangeGone, 2);
+    assert.equal(l.misroutedStale, 1, 'only the request before the re-read was excusable');
+    await proxy.set({ splitRangesAfter: 0 });
+    assert.equal((await pkranges('r_hash')).length, 4, 'setting the option rebuilds the ranges');
   });
 });

@@ -255,3 +255,271 @@ export function rngFor(seed, n, stream = 0) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
+
+// ---------------------------------------------------------------------------
+// Effective partition keys (reference §6.4) and partition key ranges (§6.6)
+// ---------------------------------------------------------------------------
+
+const M64 = (1n << 64n) - 1n;
+const rotl64 = (x, r) => ((x << BigInt(r)) | (x >> BigInt(64 - r))) & M64;
+const fmix64 = (k) => {
+  k ^= k >> 33n;
+  k = (k * 0xff51afd7ed558ccdn) & M64;
+  k ^= k >> 33n;
+  k = (k * 0xc4ceb9fe1a85ec53n) & M64;
+  k ^= k >> 33n;
+  return k;
+};
+
+/** MurmurHash3_x64_128 (Appleby) of bytes -> {h1, h2} as unsigned 64-bit BigInts. */
+export function murmur3x64_128(data, seed = 0n) {
+  const b = Buffer.isBuffer(data) ? data : Buffer.from(data);
+  const c1 = 0x87c37b91114253d5n;
+  const c2 = 0x4cf5ad432745937fn;
+  let h1 = BigInt(seed) & M64;
+  let h2 = h1;
+  const nblocks = Math.floor(b.length / 16);
+  for (let i = 0; i < nblocks; i++) {
+    let k1 = b.readBigUInt64LE(i * 16);
+    let k2 = b.readBigUInt64LE(i * 16 + 8);
+    k1 = (k1 * c1) & M64; k1 = rotl64(k1, 31); k1 = (k1 * c2) & M64; h1 ^= k1;
+    h1 = rotl64(h1, 27); h1 = (h1 + h2) & M64; h1 = (h1 * 5n + 0x52dce729n) & M64;
+    k2 = (k2 * c2) & M64; k2 = rotl64(k2, 33); k2 = (k2 * c1) & M64; h2 ^= k2;
+    h2 = rotl64(h2, 31); h2 = (h2 + h1) & M64; h2 = (h2 * 5n + 0x38495ab5n) & M64;
+  }
+  const tail = nblocks * 16;
+  const rest = b.length & 15;
+  let k1 = 0n;
+  let k2 = 0n;
+  for (let i = rest; i > 8; i--) k2 ^= BigInt(b[tail + i - 1]) << BigInt(8 * (i - 9));
+  if (rest > 8) { k2 = (k2 * c2) & M64; k2 = rotl64(k2, 33); k2 = (k2 * c1) & M64; h2 ^= k2; }
+  for (let i = Math.min(rest, 8); i > 0; i--) k1 ^= BigInt(b[tail + i - 1]) << BigInt(8 * (i - 1));
+  if (rest > 0) { k1 = (k1 * c1) & M64; k1 = rotl64(k1, 31); k1 = (k1 * c2) & M64; h1 ^= k1; }
+  const len = BigInt(b.length);
+  h1 ^= len; h2 ^= len;
+  h1 = (h1 + h2) & M64; h2 = (h2 + h1) & M64;
+  h1 = fmix64(h1); h2 = fmix64(h2);
+  h1 = (h1 + h2) & M64; h2 = (h2 + h1) & M64;
+  return { h1, h2 };
+}
+
+/** MurmurHash3_x86_32 (Appleby) of bytes -> unsigned 32-bit number (hash v1). */
+export function murmur3x86_32(data, seed = 0) {
+  const b = Buffer.isBuffer(data) ? data : Buffer.from(data);
+  const c1 = 0xcc9e2d51;
+  const c2 = 0x1b873593;
+  let h = seed >>> 0;
+  const nblocks = b.length >>> 2;
+  const rotl = (x, r) => (x << r) | (x >>> (32 - r));
+  for (let i = 0; i < nblocks; i++) {
+    let k = b.readUInt32LE(i * 4);
+    k = Math.imul(k, c1); k = rotl(k, 15); k = Math.imul(k, c2);
+    h ^= k; h = rotl(h, 13); h = (Math.imul(h, 5) + 0xe6546b64) | 0;
+  }
+  let k = 0;
+  const tail = nblocks * 4;
+  for (let i = b.length & 3; i > 0; i--) k ^= b[tail + i - 1] << (8 * (i - 1));
+  if (b.length & 3) { k = Math.imul(k, c1); k = rotl(k, 15); k = Math.imul(k, c2); h ^= k; }
+  h ^= b.length;
+  h ^= h >>> 16; h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13; h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+const PK_TYPE = Object.freeze({ undefined: 0x00, null: 0x01, false: 0x02, true: 0x03, number: 0x05, string: 0x08 });
+
+/** A partition key component's kind: 'string' | 'number' | 'true' | 'false' | 'null' | 'undefined' ({} or undefined). */
+function componentKind(c) {
+  if (c === undefined) return 'undefined';
+  if (c === null) return 'null';
+  if (c === true) return 'true';
+  if (c === false) return 'false';
+  if (typeof c === 'number') {
+    if (!Number.isFinite(c)) throw new Error(`partition key number ${c} is not finite`);
+    return 'number';
+  }
+  if (typeof c === 'string') return 'string';
+  if (typeof c === 'object' && !Array.isArray(c) && Object.keys(c).length === 0) return 'undefined';
+  throw new Error(`unsupported partition key component ${JSON.stringify(c)}`);
+}
+
+const doubleLE = (x) => { const b = Buffer.alloc(8); b.writeDoubleLE(x); return b; };
+
+/** The bytes hash v2 reads for one component: type byte, then LE double / UTF-8 + 0xFF. */
+function v2Bytes(c) {
+  const kind = componentKind(c);
+  const t = Buffer.of(PK_TYPE[kind]);
+  if (kind === 'string') return Buffer.concat([t, Buffer.from(c, 'utf8'), Buffer.of(0xff)]);
+  if (kind === 'number') return Buffer.concat([t, doubleLE(c)]);
+  return t;
+}
+
+/** 32 hex chars: the reversed 128-bit hash with its top 2 bits cleared. */
+function v2Hex(bytes) {
+  const { h1, h2 } = murmur3x64_128(bytes);
+  return ((h2 & 0x3fffffffffffffffn).toString(16).padStart(16, '0') + h1.toString(16).padStart(16, '0')).toUpperCase();
+}
+
+/** EPK of kind Hash version 2: one hash over all components (32 hex chars; [] -> ""). */
+export function epkV2(components) {
+  if (components.length === 0) return '';
+  return v2Hex(Buffer.concat(components.map(v2Bytes)));
+}
+
+/** EPK of kind MultiHash (hierarchical keys): the v2 hash of each component, concatenated. */
+export function epkMultiHash(components) {
+  return components.map((c) => v2Hex(v2Bytes(c))).join('');
+}
+
+/** The order-preserving binary encoding of a number (hash v1's EPK form). */
+function v1NumberBytes(x) {
+  let u = doubleLE(x).readBigUInt64LE(0);
+  if (u < (1n << 63n)) u ^= 1n << 63n;
+  else u = (~u + 1n) & M64;
+  const out = [0x05, Number(u >> 56n)];
+  u = (u << 8n) & M64;
+  let first = true;
+  let b = 0;
+  do {
+    if (!first) out.push(b);
+    first = false;
+    b = Number(u >> 56n) | 0x01;
+    u = (u << 7n) & M64;
+  } while (u !== 0n);
+  out.push(b & 0xfe);
+  return Buffer.from(out);
+}
+
+/** EPK of kind Hash version 1 (legacy): encode(murmur3_32 of the cut components) || encode(components). */
+export function epkV1(components) {
+  if (components.length === 0) return '';
+  const cut = components.map((c) => (componentKind(c) === 'string' ? c.slice(0, 100) : c));
+  const hashed = Buffer.concat(cut.map((c) => {
+    const kind = componentKind(c);
+    const t = Buffer.of(PK_TYPE[kind]);
+    if (kind === 'string') return Buffer.concat([t, Buffer.from(c, 'utf8'), Buffer.of(0x00)]);
+    if (kind === 'number') return Buffer.concat([t, doubleLE(c)]);
+    return t;
+  }));
+  const parts = [v1NumberBytes(murmur3x86_32(hashed, 0))];
+  for (const c of cut) {
+    const kind = componentKind(c);
+    if (kind === 'number') parts.push(v1NumberBytes(c));
+    else if (kind === 'string') {
+      const s = Buffer.from(c, 'utf8');
+      const n = s.length <= 100 ? s.length : 101;
+      const enc = Buffer.alloc(n + (s.length <= 100 ? 2 : 1));
+      enc[0] = 0x08;
+      for (let i = 0; i < n; i++) enc[i + 1] = s[i] < 0xff ? s[i] + 1 : s[i];
+      parts.push(enc); // a short string keeps its 0x00 terminator (alloc zeroed it)
+    } else parts.push(Buffer.of(PK_TYPE[kind]));
+  }
+  return Buffer.concat(parts).toString('hex').toUpperCase();
+}
+
+/**
+ * epk(def, pk) -> the effective partition key (uppercase hex) of a partition
+ * key value under a container's partitionKey definition {paths, kind, version}.
+ * pk: the JSON array text (as in a bulk op's "partitionKey" or the
+ * x-ms-documentdb-partitionkey header) or the parsed array.
+ * MultiHash -> epkMultiHash; Hash version 2 -> epkV2; Hash version 1 (or no
+ * version) -> epkV1. Throws on a value that is not a JSON array of scalars / {}.
+ */
+export function epk(def, pk) {
+  const comps = typeof pk === 'string' ? JSON.parse(pk) : pk;
+  if (!Array.isArray(comps)) throw new Error('partition key value must be a JSON array');
+  const kind = String(def?.kind ?? 'Hash');
+  if (/^multihash$/i.test(kind)) return epkMultiHash(comps);
+  if (!/^hash$/i.test(kind)) throw new Error(`unsupported partition key kind '${kind}'`);
+  const version = Number(def?.version ?? 1);
+  if (version === 2) return epkV2(comps);
+  if (version === 1) return epkV1(comps);
+  throw new Error(`unsupported partition key version ${version}`);
+}
+
+/** Whether two partition key values (JSON array texts or arrays) are the same key (5 == 5.0, {} == undefined). */
+export function samePartitionKey(a, b) {
+  try {
+    const x = typeof a === 'string' ? JSON.parse(a) : a;
+    const y = typeof b === 'string' ? JSON.parse(b) : b;
+    if (!Array.isArray(x) || !Array.isArray(y) || x.length !== y.length) return false;
+    return x.every((c, i) => {
+      const k = componentKind(c);
+      return k === componentKind(y[i]) && (k === 'string' || k === 'number' ? c === y[i] : true);
+    });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The upper end of the hash v2 / MultiHash EPK space: the top 2 bits of a v2
+ * hash are always clear, so the first 32 hex chars of every such EPK are below
+ * 2^126 ("40000000000000000000000000000000"); the service splits that space.
+ */
+export const EPK_V2_SPACE = 1n << 126n;
+
+/** A 128-bit boundary as the 32-hex-digit EPK string ("" for 0, "FF" at/after the end). */
+export function epkBoundary(x, space = EPK_V2_SPACE) {
+  if (x <= 0n) return '';
+  if (x >= space) return 'FF';
+  return x.toString(16).toUpperCase().padStart(32, '0');
+}
+
+/** The numeric value of a boundary ("" -> 0, "FF" -> space, else its first 32 hex chars). */
+export function boundaryValue(s, space = EPK_V2_SPACE) {
+  if (s === '') return 0n;
+  if (s === 'FF') return space;
+  return BigInt(`0x${s.slice(0, 32).padEnd(32, '0')}`);
+}
+
+/**
+ * evenPkRanges(n, {space, firstId}) -> n ranges [{id, minInclusive, maxExclusive,
+ * parents: []}] splitting [0, space) evenly (the last one ends at "FF"),
+ * ids String(firstId)... . With the default space (2^126) the boundaries fall
+ * where hash v2 / MultiHash keys actually are: n=4 -> "", "1000…0", "2000…0",
+ * "3000…0", "FF" (32 hex digits each). space = 2n ** 128n gives the literal
+ * split of the whole 128-bit space ("4000…0", "8000…0", "C000…0"), under which
+ * every v2 key lands in the first quarter.
+ */
+export function evenPkRanges(n, { space = EPK_V2_SPACE, firstId = 0 } = {}) {
+  const N = BigInt(Math.max(1, Math.floor(n)));
+  const out = [];
+  for (let i = 0n; i < N; i++) {
+    out.push({
+      id: String(firstId + Number(i)),
+      minInclusive: epkBoundary((space * i) / N, space),
+      maxExclusive: i === N - 1n ? 'FF' : epkBoundary((space * (i + 1n)) / N, space),
+      parents: [],
+    });
+  }
+  return out;
+}
+
+/**
+ * splitPkRanges(ranges, {space, nextId}) -> each range cut in two at its middle;
+ * children get fresh ids from nextId on and list their parent (and its
+ * parents) in `parents`, as the service does after a split.
+ */
+export function splitPkRanges(ranges, { space = EPK_V2_SPACE, nextId } = {}) {
+  let id = nextId ?? Math.max(-1, ...ranges.map((r) => Number(r.id)).filter(Number.isFinite)) + 1;
+  const out = [];
+  for (const r of ranges) {
+    const lo = boundaryValue(r.minInclusive, space);
+    const hi = boundaryValue(r.maxExclusive, space);
+    const mid = epkBoundary((lo + hi) / 2n, space);
+    const parents = [...(r.parents || []), r.id];
+    out.push({ id: String(id++), minInclusive: r.minInclusive, maxExclusive: mid, parents });
+    out.push({ id: String(id++), minInclusive: mid, maxExclusive: r.maxExclusive, parents: [...parents] });
+  }
+  return out;
+}
+
+/** The range of a list holding an EPK ([minInclusive, maxExclusive), ordinal comparison, "FF" ends all), or null. */
+export function findPkRange(ranges, key) {
+  for (const r of ranges) {
+    if (key >= r.minInclusive && (r.maxExclusive === 'FF' || key < r.maxExclusive)) return r;
+  }
+  return null;
+}

@@ -11,8 +11,9 @@ import https from 'node:https';
 import { appendFileSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import {
-  DEFAULT_LIMITS, DEFAULT_SUBSTATUS, MAX_CLOCK_SKEW_MS, checkAuthorization, errorBody, formatCharge,
-  opId, opType, rngFor, roundRu, ruForOp, validateOp,
+  DEFAULT_LIMITS, DEFAULT_SUBSTATUS, EPK_V2_SPACE, MAX_CLOCK_SKEW_MS, checkAuthorization, epk, errorBody,
+  evenPkRanges, findPkRange, formatCharge, masterAuthorization, opId, opType, rngFor, roundRu, ruForOp,
+  samePartitionKey, splitPkRanges, validateOp,
 } from './fault-proxy-core.mjs';
 
 const opts = JSON.parse(process.argv[2] || '{}');
@@ -47,8 +48,13 @@ const DEFAULTS = {
   clockOffsetMs: 0, // the proxy's clock = Date.now() + clockOffsetMs
   atomicMode: 'precheck', // 'precheck' | 'rollback' | 'none' (emulator semantics)
   realPkRanges: true, // pkranges ids as strings, as the real service
+  pkRanges: 0, // > 0: GET .../pkranges answers that many ranges splitting the EPK space evenly
+  pkRangesSpace: 'v2', // 'v2': split [0, 2^126) where v2/MultiHash keys are; 'full': [0, 2^128)
+  validateRouting: false, // bulk: every op's EPK must be in the declared range (else 410/1002)
+  splitRangesAfter: 0, // > 0: after that many bulk requests to a container its ranges split (N -> 2N)
   ...DEFAULT_LIMITS,
 };
+const ROUTING_OPTIONS = new Set(['pkRanges', 'pkRangesSpace', 'validateRouting', 'splitRangesAfter']);
 const KINDS = new Set(['batch', 'bulk', 'container', 'pkranges', 'other']);
 
 let config = { ...DEFAULTS };
@@ -71,6 +77,11 @@ function applyConfig(partial) {
       const kinds = Array.isArray(v) ? v : [v];
       for (const x of kinds) if (!KINDS.has(x)) throw new Error(`faultKinds: unknown kind '${x}'`);
       next.faultKinds = kinds;
+    } else if (k === 'pkRangesSpace') {
+      if (!['v2', 'full'].includes(v)) throw new Error(`pkRangesSpace: '${v}' (want 'v2' or 'full')`);
+      next.pkRangesSpace = v;
+    } else if (k === 'validateRouting') {
+      next.validateRouting = Boolean(v);
     } else if (k === 'atomicMode') {
       if (!['precheck', 'rollback', 'none'].includes(v)) throw new Error(`atomicMode: '${v}'`);
       next.atomicMode = v;
@@ -80,8 +91,12 @@ function applyConfig(partial) {
       next[k] = Number(v);
     } else next[k] = v;
   }
+  if (!(Number.isInteger(next.pkRanges) && next.pkRanges >= 0 && next.pkRanges <= 1024)) throw new Error('pkRanges must be an integer in [0,1024]');
+  if (!(Number.isInteger(next.splitRangesAfter) && next.splitRangesAfter >= 0)) throw new Error('splitRangesAfter must be a non-negative integer');
   config = next;
   if ('seed' in (partial || {})) faultSeq = 0;
+  // the ranges are rebuilt (deterministically: same ids) and the split counters restart
+  if (Object.keys(partial || {}).some((k) => ROUTING_OPTIONS.has(k))) rangeStates.clear();
   return config;
 }
 
@@ -95,6 +110,8 @@ let failQueue = []; // [{remaining, fault}]
 const containerStatus = new Map(); // 'db/coll' -> {status, substatus, message}
 const budgets = new Map(); // 'db/coll' -> {window, used}
 const locks = new Map(); // 'db/coll' -> RWLock
+const rangeStates = new Map(); // 'db/coll' -> partition key ranges the proxy answers and checks (rangeStateFor)
+const containerDefs = new Map(); // 'db/coll' -> the container's partitionKey definition (read once)
 const started = Date.now();
 
 function newLedger() {
@@ -103,6 +120,7 @@ function newLedger() {
     throttled: 0, opsThrottled: 0, failedInjected: 0, unauthorized: 0, stalls: 0, resets: 0,
     truncated: 0, unacknowledged: 0, opsUnacknowledged: 0, ruUnacknowledged: 0, rollbacks: 0,
     atomicViolations: 0, upstreamErrors: 0, connections: 0,
+    misrouted: 0, rangeGone: 0, misroutedStale: 0, pkMismatch: 0, splits: 0,
     byStatus: {}, opsByStatus: {}, byKind: {},
   };
 }
@@ -176,6 +194,137 @@ async function upstreamBatch(path, base, ops, { atomic, continueOnError, headerP
   let results = null;
   try { results = JSON.parse(up.body.toString('utf8')); } catch { /* not JSON */ }
   return { up, results: up.status === 200 && Array.isArray(results) && results.length === ops.length ? results : null };
+}
+
+// ---------------------------------------------------------------------------
+// Partition key ranges and routing (pkRanges, validateRouting, splitRangesAfter)
+// ---------------------------------------------------------------------------
+
+const routingActive = () => config.pkRanges > 0 || config.validateRouting || config.splitRangesAfter > 0;
+const rangeSpace = () => (config.pkRangesSpace === 'full' ? 1n << 128n : EPK_V2_SPACE);
+
+/**
+ * The ranges the proxy answers for a container and checks bulk requests
+ * against: pkRanges even ranges (ids "0".."N-1"), or the emulator's single
+ * range "0" ["", "FF") when pkRanges is 0; after a scripted split, 2N children
+ * with fresh ids. gen counts splits; servedGen is the last generation a client
+ * read through GET .../pkranges (-1: none yet).
+ */
+function rangeStateFor(ckey) {
+  let st = rangeStates.get(ckey);
+  if (!st) {
+    const ranges = config.pkRanges > 0 ? evenPkRanges(config.pkRanges, { space: rangeSpace() })
+      : [{ id: '0', minInclusive: '', maxExclusive: 'FF', parents: [] }];
+    st = { ranges, gen: 0, servedGen: -1, split: false, bulkSeen: 0, synthetic: config.pkRanges > 0 };
+    rangeStates.set(ckey, st);
+  }
+  return st;
+}
+
+/** The container's partitionKey definition, read from the emulator once (null if it cannot be read). */
+async function containerDef(db, coll) {
+  const ckey = `${db}/${coll}`;
+  if (containerDefs.has(ckey)) return containerDefs.get(ckey);
+  const date = new Date().toUTCString();
+  const link = `dbs/${db}/colls/${coll}`;
+  const headers = { 'x-ms-date': date, 'x-ms-version': '2020-07-15', accept: 'application/json' };
+  if (key) headers.authorization = masterAuthorization(key, 'GET', 'colls', link, date);
+  const up = await upstream('GET', `/dbs/${encodeURIComponent(db)}/colls/${encodeURIComponent(coll)}`, headers);
+  let def = null;
+  if (up.status === 200) {
+    try { def = JSON.parse(up.body.toString('utf8')).partitionKey ?? null; } catch { def = null; }
+  }
+  if (def) containerDefs.set(ckey, def);
+  return def;
+}
+
+/**
+ * Check the routing of a batch/bulk request; answers it (and returns true)
+ * when it is wrong:
+ *  - bulk with x-ms-documentdb-partitionkeyrangeid: a range id the container
+ *    does not have (any more) -> 410/1002; with validateRouting, an op whose
+ *    EPK (from its "partitionKey" and the container's definition) is outside
+ *    the declared range -> 410/1002 for the whole request;
+ *  - with validateRouting, an atomic batch with an op whose partitionKey is not
+ *    the x-ms-documentdb-partitionkey header's -> 400/1001.
+ * Counts bulk requests for splitRangesAfter (the k-th is checked against the
+ * old ranges; later ones against the children).
+ */
+async function checkRouting(ctx, ops, { atomic, headerPk }) {
+  const { req, rec, info } = ctx;
+  const ckey = `${info.db}/${info.coll}`;
+  if (atomic) {
+    if (!config.validateRouting) return false;
+    const bad = ops.findIndex((op) => op && op.partitionKey !== undefined && op.partitionKey !== null
+      && !samePartitionKey(op.partitionKey, headerPk));
+    if (bad < 0) return false;
+    rec.routingFailure = 'pk-mismatch';
+    rec.reason = 'pk-mismatch';
+    rec.routing = { opIndex: bad, id: opId(ops[bad]), partitionKey: ops[bad].partitionKey, header: headerPk };
+    log(`pk mismatch ${ckey}: op ${bad} (id ${JSON.stringify(opId(ops[bad]))}) has partitionKey ${ops[bad].partitionKey}, the header ${headerPk}`);
+    sendError(ctx, 400, { substatus: 1001, message: "PartitionKey extracted from document doesn't match the one specified in the header." });
+    return true;
+  }
+  const declared = req.headers['x-ms-documentdb-partitionkeyrangeid'];
+  const st = rangeStateFor(ckey);
+  // decided on arrival, before anything is awaited: arrival order counts
+  st.bulkSeen++;
+  const { ranges, gen } = st;
+  const stale = st.servedGen < st.gen;
+  if (config.splitRangesAfter > 0 && !st.split && st.bulkSeen >= config.splitRangesAfter) {
+    st.ranges = splitPkRanges(st.ranges, { space: rangeSpace() });
+    st.gen++;
+    st.split = true;
+    ledger.splits++;
+    log(`split ${ckey} after bulk request ${st.bulkSeen}: ${ranges.length} -> ${st.ranges.length} ranges`);
+  }
+  if (declared === undefined) return false;
+  const id = String(declared);
+  const range = ranges.find((r) => r.id === id);
+  const fail = (what, detail) => {
+    rec.routingFailure = what;
+    rec.reason = what;
+    rec.routing = { range: id, gen, stale, ...detail };
+    log(`${what} ${ckey}: request for range ${id} (ranges of generation ${gen}${stale ? ', not yet read by the client' : ''})`
+      + (detail.opIndex !== undefined ? `: op ${detail.opIndex} id ${JSON.stringify(detail.id)} partitionKey ${detail.partitionKey} EPK ${detail.epk} belongs to range ${detail.expected}` : ''));
+    sendError(ctx, 410, { substatus: 1002, message: `PartitionKeyRangeGone: the partition key range ${id} is not the one of these documents or is gone.` });
+    return true;
+  };
+  if (!range) return fail('range-gone', {});
+  if (!config.validateRouting) return false;
+  const def = await containerDef(info.db, info.coll);
+  if (!def) return false; // no such container: the emulator answers
+  for (let i = 0; i < ops.length; i++) {
+    const op = ops[i];
+    if (!op || typeof op.partitionKey !== 'string') continue; // per-op validation deals with it
+    let e;
+    try { e = epk(def, op.partitionKey); } catch { continue; }
+    if (findPkRange([range], e)) continue;
+    const holder = findPkRange(ranges, e);
+    return fail('misrouted', { opIndex: i, id: opId(op), partitionKey: op.partitionKey, epk: e, expected: holder ? holder.id : null });
+  }
+  return false;
+}
+
+/** A pkranges answer with the proxy's ranges instead of the emulator's. */
+function synthesizePkRanges(parsed, st) {
+  const n = st.ranges.length;
+  parsed.PartitionKeyRanges = st.ranges.map((r) => ({
+    _rid: `${parsed._rid ?? 'rid'}${r.id}`,
+    id: config.realPkRanges ? r.id : Number(r.id),
+    _etag: `"gen${st.gen}-${r.id}"`,
+    minInclusive: r.minInclusive,
+    maxExclusive: r.maxExclusive,
+    ridPrefix: Number(r.id),
+    _self: `pkranges/${r.id}/`,
+    throughputFraction: 1 / n,
+    status: 'online',
+    parents: [...r.parents],
+    _ts: Math.floor(Date.now() / 1000),
+    _lsn: 1 + st.gen,
+  }));
+  parsed._count = n;
+  return parsed;
 }
 
 // ---------------------------------------------------------------------------
@@ -393,8 +542,17 @@ async function passThrough(ctx, buf, { truncate }) {
   }
   rec.ru = Number(up.headers['x-ms-request-charge']) || 0;
   let parsed;
-  if (up.status >= 400 || (info.kind === 'pkranges' && config.realPkRanges)) {
+  const ranges = info.kind === 'pkranges' && up.status === 200 && routingActive() ? rangeStateFor(`${info.db}/${info.coll}`) : null;
+  if (up.status >= 400 || (info.kind === 'pkranges' && (config.realPkRanges || ranges))) {
     try { parsed = JSON.parse(out.toString('utf8')); } catch { parsed = undefined; }
+  }
+  if (ranges && parsed && Array.isArray(parsed.PartitionKeyRanges)) {
+    ranges.servedGen = ranges.gen;
+    rec.pkRangesGen = ranges.gen;
+    if (ranges.synthetic || ranges.split) {
+      out = Buffer.from(JSON.stringify(synthesizePkRanges(parsed, ranges)));
+      parsed = null;
+    }
   }
   if (info.kind === 'pkranges' && config.realPkRanges && parsed && Array.isArray(parsed.PartitionKeyRanges)) {
     for (const r of parsed.PartitionKeyRanges) {
@@ -433,6 +591,9 @@ async function handleBatch(ctx, body, { truncate, faultN }) {
   if (ops.length === 0) return failWhole(ctx, 400, 'The batch request did not have any operations to be executed.');
   if (ops.length > config.maxOps) return failWhole(ctx, 400, `The batch request has ${ops.length} operations; at most ${config.maxOps} are allowed.`);
   if (atomic && !headerPk) return failWhole(ctx, 400, 'PartitionKey value must be supplied for a transactional batch (x-ms-documentdb-partitionkey).');
+
+  // routing: the declared range must exist and hold every op; a batch's ops must carry the header's key
+  if (routingActive() && await checkRouting(ctx, ops, { atomic, headerPk })) return;
 
   // per-op validation, and per-op throttling in bulk mode
   const limits = { maxIdBytes: config.maxIdBytes, maxItemBytes: config.maxItemBytes, invalidIdChars: config.invalidIdChars };
@@ -677,6 +838,12 @@ function account(ctx) {
   if (rec.upstreamError) L.upstreamErrors++;
   if (rec.rolledBack) L.rollbacks++;
   if (rec.atomicViolation) L.atomicViolations++;
+  if (rec.routingFailure === 'misrouted' || rec.routingFailure === 'range-gone') {
+    L.misrouted++;
+    if (rec.routingFailure === 'range-gone') L.rangeGone++;
+    if (rec.routing?.stale) L.misroutedStale++;
+  }
+  if (rec.routingFailure === 'pk-mismatch') L.pkMismatch++;
   const write = rec.kind === 'batch' || rec.kind === 'bulk';
   let applied = 0;
   if (write) {

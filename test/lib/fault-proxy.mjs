@@ -30,6 +30,8 @@ import { cosmosClient, EMULATOR_KEY } from './emulator.mjs';
 export {
   DEFAULT_LIMITS, MAX_CLOCK_SKEW_MS, aadAuthorization, checkAuthorization, errorBody, formatCharge, jsonBytes,
   masterAuthorization, masterSignature, opId, resourceFromPath, rngFor, roundRu, ruForOp, stringToSign, validateOp,
+  EPK_V2_SPACE, epk, epkMultiHash, epkV1, epkV2, evenPkRanges, findPkRange, murmur3x64_128, murmur3x86_32,
+  samePartitionKey, splitPkRanges,
 } from './fault-proxy-core.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -65,7 +67,8 @@ process.once('exit', () => {
  *   ledger()         exact totals (see LEDGER below)
  *   requests({since, kind, limit}) -> [{seq, at, method, path, kind, ops, status, ru,
  *                    injected?, reason?, durationMs, acknowledged, pkrangeId?, partitionKey?,
- *                    opStatus?, stalledMs?, authFailure?, failedOp?, rolledBack?, error?}]
+ *                    opStatus?, stalledMs?, authFailure?, failedOp?, rolledBack?, error?,
+ *                    routingFailure?, routing?, pkRangesGen?}]
  *                    (the last 100k requests; seq > since)
  *   reset()          zero the ledger and forget the request list (options stay)
  *   config()         the current options
@@ -97,6 +100,34 @@ process.once('exit', () => {
  *   atomicMode='precheck' | 'rollback' | 'none'   how atomic batches are made atomic (see below)
  *   realPkRanges=true pkranges ids become strings ("0") as the real service sends them
  *   maxOps=100, maxRequestBytes=2 MiB, maxItemBytes=2 MiB, maxIdBytes=1023, invalidIdChars='/\?#'
+ *   pkRanges=0        N > 0: GET .../pkranges answers N ranges (ids "0".."N-1", 32-hex-digit
+ *                     boundaries) splitting the EPK space evenly, for every container (the
+ *                     emulator's answer is kept otherwise). The space split is where hash v2 /
+ *                     MultiHash keys are: their first 32 hex digits are below 2^126 (the top
+ *                     2 bits are cleared), so N=4 gives "", "1000…0", "2000…0", "3000…0", "FF".
+ *                     Full hierarchical EPKs (32 hex digits per level) compare correctly with
+ *                     these boundaries. (Meant for v2/MultiHash; the emulator itself ignores
+ *                     range ids, so SDK queries through the proxy see every doc per range.)
+ *   pkRangesSpace='v2' 'full' splits [0, 2^128) instead ("4000…0", "8000…0", "C000…0"): then
+ *                     every v2 key is in the first quarter, as a test of the boundaries' use
+ *   validateRouting=false  bulk requests with x-ms-documentdb-partitionkeyrangeid: each op's
+ *                     EPK is recomputed (epk() below, from its "partitionKey" and the container's
+ *                     partitionKey definition, read from the emulator once) and the whole
+ *                     request answers 410 / x-ms-substatus 1002 (PartitionKeyRangeGone) if one
+ *                     is outside the declared range (ledger.misrouted; record.routing says
+ *                     which op, its EPK, the range that holds it). Atomic batches: every op's
+ *                     partitionKey must be the x-ms-documentdb-partitionkey header's (same
+ *                     values) else 400 / substatus 1001 (ledger.pkMismatch).
+ *                     Whenever pkRanges, validateRouting or splitRangesAfter is on, a bulk
+ *                     request for a range id the container does not have answers 410/1002
+ *                     (ledger.misrouted and ledger.rangeGone).
+ *   splitRangesAfter=0 k > 0: the k-th bulk request to a container (after the option was set)
+ *                     is the last served by its ranges: then each range splits in two (N -> 2N,
+ *                     fresh ids N..3N-1, `parents` = the old id; ledger.splits), as the service
+ *                     does in a partition split. Requests for the old ids answer 410/1002 until
+ *                     the client re-reads pkranges and re-routes. Requests that arrived before
+ *                     the client read the current ranges count in ledger.misroutedStale.
+ *   Setting any of these four rebuilds the ranges (same ids) and restarts the split count.
  * Random faults, in priority order per request: reset, 429, errorRate, then stall and/or
  * truncate. Injected 429s and errors are never forwarded (nothing applied).
  *
@@ -128,7 +159,11 @@ process.once('exit', () => {
  *   unauthorized, stalls, resets, truncated, unacknowledged / opsUnacknowledged /
  *   ruUnacknowledged (answered by the emulator but not delivered completely: truncated, or the
  *   client left during a stall), rollbacks, atomicViolations, upstreamErrors, connections
- *   (TLS connections accepted by the proxy), byStatus {200:n, 207:n, 429:n, reset:n,
+ *   (TLS connections accepted by the proxy), misrouted (bulk requests answered 410/1002 by the
+ *   routing check: op outside the declared range, or a range id gone), rangeGone (those for an
+ *   unknown/gone range id), misroutedStale (those sent before the client had read the current
+ *   ranges: excusable after a split), pkMismatch (atomic batches answered 400/1001), splits,
+ *   byStatus {200:n, 207:n, 429:n, reset:n,
  *   truncated:n, upstreamError:n}, opsByStatus {201:n, 204:n, 424:n, ...}, byKind.
  *   RU sums are rounded to 2 decimals like the header.
  * Emulator transport failures (killed, down(), paused) are mirrored: the client's connection
