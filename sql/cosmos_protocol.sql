@@ -274,5 +274,12 @@ SELECT error_message('{"code":"X","message":"cafe é"}');
 \c :regress_db
 DROP DATABASE cosmos_test_protocol_ascii;
 
+-- hostile nesting is refused before the parser could run out of stack
+SET search_path = cosmos_test_protocol;
+SELECT parse_batch(repeat('[', 20000), 1) AS deep_array;
+SELECT parse_pkranges('{"PartitionKeyRanges":' || repeat('{"a":', 20000)) AS deep_object;
+SELECT left(error_message(repeat('[', 20000)), 40) AS deep_error_body;
+SELECT parse_batch('[{"statusCode":200,"resourceBody":{"s":"' || repeat('[', 20000) || '"}}]', 1) AS brackets_in_strings_are_fine;
+
 RESET search_path;
 DROP SCHEMA cosmos_test_protocol CASCADE;

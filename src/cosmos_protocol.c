@@ -19,6 +19,9 @@
 
 #include "cosmos.h"
 
+/* Deeper JSON is refused before parsing (documents nest at most 128 levels) */
+#define JSON_MAX_NESTING 256
+
 /* Semantic actions return a JsonParseErrorType from PostgreSQL 16 on */
 #if PG_VERSION_NUM >= 160000
 #define SEM_ACTION JsonParseErrorType
@@ -93,6 +96,40 @@ FreeLexer(JsonLexContext *lex)
 }
 
 /*
+ * Deepest nesting of arrays and objects, outside strings. Cosmos DB answers
+ * nest a few levels (documents at most 128); the server's JSON parser checks
+ * the stack at every level and throws, which must not happen on network input.
+ */
+static int
+NestingDepth(const char *body, size_t len)
+{
+	int			depth = 0;
+	int			deepest = 0;
+	bool		in_string = false;
+	size_t		i;
+
+	for (i = 0; i < len; i++)
+	{
+		char		c = body[i];
+
+		if (in_string)
+		{
+			if (c == '\\')
+				i++;
+			else if (c == '"')
+				in_string = false;
+		}
+		else if (c == '"')
+			in_string = true;
+		else if (c == '[' || c == '{')
+			deepest = Max(deepest, ++depth);
+		else if (c == ']' || c == '}')
+			depth--;
+	}
+	return deepest;
+}
+
+/*
  * Run the non-throwing JSON parser over network data with the given actions;
  * false and a message naming `what` on invalid UTF-8 or invalid JSON.
  */
@@ -116,6 +153,12 @@ ParseJson(const char *what, const char *body, size_t len, JsonSemAction *sem,
 	if (HasConvertingEscape(body, len))
 	{
 		*errmsg = psprintf("%s has non-ASCII \\u escapes, which need a UTF8 database", what);
+		return false;
+	}
+	if (NestingDepth(body, len) > JSON_MAX_NESTING)
+	{
+		/* the parser would hit check_stack_depth() and throw: refuse first */
+		*errmsg = psprintf("%s is nested more than %d levels deep", what, JSON_MAX_NESTING);
 		return false;
 	}
 
