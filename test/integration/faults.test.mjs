@@ -45,6 +45,10 @@ test('429s, 5xx, 408, 449, 410, stalls, resets and truncated answers: every chan
   await proxy.set({ seed: 11, throttleRate: 0.15, retryAfterMs: 30, opThrottleRate: 0.05,
     errorRate: { 503: 0.05, 408: 0.03, 449: 0.03, 410: 0.03 }, resetRate: 0.02,
     truncateRate: 0.02, stallRate: 0.01, stallMs: 4000 });
+  // and for certain, whatever the random draws: one of each hard fault early on
+  await proxy.failNext(1, { fault: 'truncate' });
+  await proxy.failNext(1, { fault: 'stall', stallMs: 4000 });
+  await proxy.failNext(1, { fault: 'reset' });
   await runFlinkLoad({ url: sink.pg.jdbcUrl(), table: 'f_orders', rows: 12000, keys: 2500,
     partitions: 30, batch: 400, deletePct: 10, movePct: 3, replay: 2, seed: 5, payload: 300 });
   await sink.waitCaughtUp({ timeoutMs: 240000 });
