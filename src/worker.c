@@ -140,6 +140,7 @@ ParkRemovedRoutes(void)
 	if (failing == NIL || !TimestampDifferenceExceeds(last_check, GetCurrentTimestamp(), WORKER_RETRY_MS))
 		return;
 	last_check = GetCurrentTimestamp();
+	DecoderBeforeSql();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -169,6 +170,7 @@ FlushDeadLetters(void)
 	if (DeadLettersFull(&problem) &&
 		!TimestampDifferenceExceeds(last_full_attempt, GetCurrentTimestamp(), WORKER_RETRY_MS))
 		return;
+	DecoderBeforeSql();
 	DeadLetterFlush();
 	if (DeadLettersFull(&problem))
 	{
@@ -194,13 +196,19 @@ ResyncStep(void)
 		return;
 	if (BatchPendingBytes() > BufferBytes() / 2)
 		return;
+	DecoderBeforeSql();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	if (SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
+	/* nothing to do before CREATE EXTENSION */
+	if (SPI_execute("SELECT to_regclass('cosmos_sink.resyncs') IS NOT NULL", true, 1) == SPI_OK_SELECT &&
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+		SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
 					" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
 					false, 1) == SPI_OK_SELECT && SPI_processed > 0)
 		touched = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	else
+		isnull = true;
 	active = !isnull;			/* a backfill is running (one more call may finish it) */
 	PopActiveSnapshot();
 	SPI_finish();

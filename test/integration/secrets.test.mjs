@@ -83,3 +83,10 @@ test('TLS verification is on by default and a wrong CA gives a clear error', asy
   const r = await sink.verify('tls_orders', 'order_id', 'tls_orders');
   assert.ok(r.ok, String(r));
 });
+
+test('the worker never failed: no ERROR or FATAL of its own in the log, one worker process', async () => {
+  const log = sink.pg.serverLog();
+  const bad = log.split('\n').filter((l) => /cosmos_sink worker: (ERROR|FATAL|PANIC)/.test(l) ||
+    /background worker "cosmos_sink worker" .* exited/.test(l));
+  assert.deepEqual(bad, []);
+});
