@@ -385,7 +385,7 @@ WorkerTurn(void)
 		BatchDispatch();
 	if (DecoderActive())
 		CompleteRequests(forwarding ? WaitTimeMs(more_wal) :
-						 (more_wal && BatchPendingBytes() < BufferBytes() ? 0 : 1000));
+						 (more_wal && BatchPendingBytes() < BufferBytes() ? 0 : CosmosSinkPollIntervalMs));
 	else
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 WORKER_RETRY_MS, PG_WAIT_EXTENSION);
