@@ -36,6 +36,8 @@ static DecoderPumpHook Pump = NULL;
 static Size Budget = 0;
 static XLogRecPtr ReadUpTo = InvalidXLogRecPtr;
 static MemoryContext DecodeMemory = NULL;	/* the reader allocates lazily: never reset */
+static bool CachesHistoric = false;	/* caches may hold entries built while decoding */
+static bool CachesCurrent = true;	/* caches may hold entries built by SQL since (start: yes) */
 
 /* Plugin output starts a record: reset the buffer */
 static void
@@ -204,7 +206,10 @@ DecoderRound(Size budget, long max_ms)
 
 	Budget = budget;
 	CurrentResourceOwner = DecodeOwner;
-	InvalidateSystemCaches();
+	if (CachesCurrent)
+		InvalidateSystemCaches();	/* entries built by SQL must not serve decoding */
+	CachesCurrent = false;
+	CachesHistoric = true;
 	while (Ctx->reader->EndRecPtr < end && BatchPendingBytes() < budget)
 	{
 		char	   *errm = NULL;
@@ -218,11 +223,24 @@ DecoderRound(Size budget, long max_ms)
 		if (++n % 256 == 0 && GetCurrentTimestamp() >= stop_at)
 			break;
 	}
-	InvalidateSystemCaches();
 	CurrentResourceOwner = saved;
 	MemoryContextSwitchTo(old);
 	ReadUpTo = Ctx->reader->EndRecPtr;
 	return ReadUpTo < end;
+}
+
+/*
+ * The worker is about to run SQL: drop cache entries built under decoding's
+ * historic snapshots, and remember to drop SQL's before the next round
+ * (logicalfuncs.c does both around every call; here only when needed).
+ */
+void
+DecoderBeforeSql(void)
+{
+	if (CachesHistoric)
+		InvalidateSystemCaches();
+	CachesHistoric = false;
+	CachesCurrent = true;
 }
 
 /* How far WAL has been read */

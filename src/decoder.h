@@ -21,5 +21,6 @@ extern bool DecoderCaughtUp(void);
 extern void DecoderConfirm(XLogRecPtr lsn);
 extern void DecoderSaveSlot(void);
 extern XLogRecPtr DecoderConfirmedLsn(void);
+extern void DecoderBeforeSql(void);
 
 #endif							/* COSMOS_SINK_DECODER_H */
