@@ -34,7 +34,7 @@
 #include "status.h"
 
 #define WORKER_RETRY_MS		5000	/* after a configuration problem */
-#define SLOT_SAVE_MS		5000	/* how often a moved confirmed LSN is saved */
+#define SLOT_SAVE_MS		1000	/* how often a moved confirmed LSN is saved (bounds replay after a crash) */
 #define DECODE_SLICE_MS		50		/* longest decoding stretch between sends */
 #define MAX_DONE			64
 #define RESYNC_CHUNK_ROWS	1000	/* rows touched per backfill transaction */
