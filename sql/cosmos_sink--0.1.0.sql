@@ -79,24 +79,7 @@ CREATE FUNCTION worker_status(OUT state text, OUT worker_pid integer,
 RETURNS record
 AS 'MODULE_PATHNAME', 'worker_status' LANGUAGE C;
 
-CREATE VIEW status AS
-SELECT w.state,
-       w.worker_pid,
-       w.slot_name,
-       s.confirmed_flush_lsn AS confirmed_lsn,
-       pg_catalog.pg_current_wal_lsn() AS current_lsn,
-       COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
-                                           s.confirmed_flush_lsn), 0)::bigint AS lag_bytes,
-       COALESCE(extract(epoch FROM pg_catalog.now() - w.oldest_unacked_commit), 0)::float8
-         AS lag_seconds,
-       w.last_ack_at,
-       w.in_flight_requests,
-       s.wal_status,
-       s.safe_wal_size,
-       w.last_error,
-       w.last_error_at
-  FROM worker_status() w
-  LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot_name;
+-- (the status view is defined below, after the resyncs table it reports on)
 
 CREATE FUNCTION pause() RETURNS void
 AS 'MODULE_PATHNAME', 'pause_forwarding' LANGUAGE C;
@@ -105,7 +88,6 @@ AS 'MODULE_PATHNAME', 'resume_forwarding' LANGUAGE C;
 
 REVOKE ALL ON FUNCTION pause() FROM PUBLIC;
 REVOKE ALL ON FUNCTION resume() FROM PUBLIC;
-GRANT SELECT ON status TO pg_monitor;
 
 -- Per-route counters kept by the worker in shared memory
 CREATE FUNCTION container_stats_internal(OUT route_id integer, OUT upserts bigint,
@@ -688,8 +670,8 @@ END
 $$;
 REVOKE ALL ON FUNCTION resync_step(regclass, integer) FROM PUBLIC;
 
--- status, with the progress of running backfills
-CREATE OR REPLACE VIEW status AS
+-- One row: the worker's state, the slot's position and lag, running backfills
+CREATE VIEW status AS
 SELECT w.state,
        w.worker_pid,
        w.slot_name,
@@ -710,6 +692,7 @@ SELECT w.state,
           FROM resyncs r WHERE r.finished_at IS NULL) AS resync_progress
   FROM worker_status() w
   LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot_name;
+GRANT SELECT ON status TO pg_monitor;
 
 -- ---------------------------------------------------------------------------
 -- Schema changes of routed tables

@@ -580,28 +580,36 @@ CosmosSignRequest(const CosmosCredentials *creds, const char *verb,
  * SQL-callable wrappers for the regression tests (declared by the test only)
  * ------------------------------------------------------------------------- */
 
+/* Sign with the test wrappers' first four arguments (verb, type, link, date); frees creds */
+static text *
+SignFromArgs(FunctionCallInfo fcinfo, CosmosCredentials *creds)
+{
+	StringInfoData out;
+	bool		ok;
+
+	initStringInfo(&out);
+	ok = CosmosSignRequest(creds, text_to_cstring(PG_GETARG_TEXT_PP(0)),
+						   text_to_cstring(PG_GETARG_TEXT_PP(1)),
+						   text_to_cstring(PG_GETARG_TEXT_PP(2)),
+						   text_to_cstring(PG_GETARG_TEXT_PP(3)), &out);
+	CosmosFreeCredentials(creds);
+	if (!ok)
+		ereport(ERROR, (errmsg("could not sign the request")));
+	return cstring_to_text(out.data);
+}
+
 /* cosmos_test_sign(verb, resource_type, resource_link, date, key_text): header value */
 Datum
 cosmos_test_sign(PG_FUNCTION_ARGS)
 {
 	char	   *key_text = text_to_cstring(PG_GETARG_TEXT_PP(4));
 	CosmosCredentials creds;
-	StringInfoData out;
 	char	   *problem = NULL;
-	bool		ok;
 
 	memset(&creds, 0, sizeof(creds));
 	if (!CosmosParseKeyText(key_text, &creds, &problem))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s", problem)));
-	initStringInfo(&out);
-	ok = CosmosSignRequest(&creds, text_to_cstring(PG_GETARG_TEXT_PP(0)),
-						   text_to_cstring(PG_GETARG_TEXT_PP(1)),
-						   text_to_cstring(PG_GETARG_TEXT_PP(2)),
-						   text_to_cstring(PG_GETARG_TEXT_PP(3)), &out);
-	CosmosFreeCredentials(&creds);
-	if (!ok)
-		ereport(ERROR, (errmsg("could not sign the request")));
-	PG_RETURN_TEXT_P(cstring_to_text(out.data));
+	PG_RETURN_TEXT_P(SignFromArgs(fcinfo, &creds));
 }
 
 /* cosmos_test_sign_aad(verb, resource_type, resource_link, date, token): header value */
@@ -610,22 +618,12 @@ cosmos_test_sign_aad(PG_FUNCTION_ARGS)
 {
 	text	   *token = PG_GETARG_TEXT_PP(4);
 	CosmosCredentials creds;
-	StringInfoData out;
 	char	   *problem = NULL;
-	bool		ok;
 
 	memset(&creds, 0, sizeof(creds));
 	if (!ParseAadToken(VARDATA_ANY(token), VARSIZE_ANY_EXHDR(token), &creds, &problem))
 		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE), errmsg("%s", problem)));
-	initStringInfo(&out);
-	ok = CosmosSignRequest(&creds, text_to_cstring(PG_GETARG_TEXT_PP(0)),
-						   text_to_cstring(PG_GETARG_TEXT_PP(1)),
-						   text_to_cstring(PG_GETARG_TEXT_PP(2)),
-						   text_to_cstring(PG_GETARG_TEXT_PP(3)), &out);
-	CosmosFreeCredentials(&creds);
-	if (!ok)
-		ereport(ERROR, (errmsg("could not sign the request")));
-	PG_RETURN_TEXT_P(cstring_to_text(out.data));
+	PG_RETURN_TEXT_P(SignFromArgs(fcinfo, &creds));
 }
 
 /* cosmos_test_format_date(unix seconds): the x-ms-date value */
