@@ -39,7 +39,7 @@ static double RuTokens = 0;		/* client-side RU budget (max_ru_per_second) */
 static TimestampTz RuRefilledAt = 0;
 
 /* Burst allowed by the RU budget, in seconds of budget */
-#define RU_BURST_SECONDS	0.25
+#define RU_BURST_SECONDS	0.05
 #define RU_PER_OP_GUESS		10.0
 
 /* Hash of a slot key (the key field holds a pointer to the string) */
