@@ -39,7 +39,7 @@ static double RuTokens = 0;		/* client-side RU budget (max_ru_per_second) */
 static TimestampTz RuRefilledAt = 0;
 
 /* Burst allowed by the RU budget, in seconds of budget */
-#define RU_BURST_SECONDS	0.05
+#define RU_BURST_SECONDS	0.1
 #define RU_PER_OP_GUESS		10.0
 
 /* Hash of a slot key (the key field holds a pointer to the string) */
@@ -378,6 +378,8 @@ RouteBackoff(SinkRoute *route, long ms, bool throttled)
 	route->throttled = throttled;
 }
 
+static int	RouteOpsLimit(SinkRoute *route);
+
 /* Refill the RU budget's bucket for the time passed */
 static void
 RuRefill(void)
@@ -401,13 +403,35 @@ RuBudgetAllows(void)
 	return RuTokens > 0;
 }
 
-/* Milliseconds until the RU budget lets requests go again */
+/*
+ * Whether the budget has saved up for a full request of this route (or as
+ * much as the bucket holds): small slices would multiply requests.
+ */
+static bool
+RuBudgetAllowsBatch(SinkRoute *route)
+{
+	double		want;
+
+	if (!RuBudgetAllows() || CosmosSinkMaxRuPerSecond <= 0)
+		return RuBudgetAllows();
+	want = Min(Min(route->nready, RouteOpsLimit(route)) * route->ru_per_op,
+			   CosmosSinkMaxRuPerSecond * RU_BURST_SECONDS);
+	return RuTokens >= want;
+}
+
+/* Milliseconds until the RU budget has saved up for a full request again */
 static long
 RuWaitMs(void)
 {
-	if (CosmosSinkMaxRuPerSecond <= 0 || RuBudgetAllows())
+	double		want;
+
+	if (CosmosSinkMaxRuPerSecond <= 0)
 		return 0;
-	return (long) ceil(-RuTokens * 1000.0 / CosmosSinkMaxRuPerSecond) + 1;
+	RuRefill();
+	want = CosmosSinkMaxRuPerSecond * RU_BURST_SECONDS;
+	if (RuTokens >= want)
+		return 0;
+	return (long) ceil((want - RuTokens) * 1000.0 / CosmosSinkMaxRuPerSecond) + 1;
 }
 
 /* Submit a request for a route */
@@ -551,6 +575,17 @@ TakeReady(SinkRoute *route, Change **ops, int max)
 	return n;
 }
 
+/* Operations to take now: the free request slots, and what the RU budget can pay for */
+static int
+DispatchLimit(SinkRoute *route, int free_requests)
+{
+	int			max = free_requests * RouteOpsLimit(route);
+
+	if (CosmosSinkMaxRuPerSecond > 0)
+		max = Min(max, Max(1, (int) (RuTokens / Max(route->ru_per_op, 0.1)) + 1));
+	return max;
+}
+
 /*
  * Build and submit the requests of one route, within the free request slots.
  * Upserts of a logical partition with many ready changes go in transactional
@@ -561,7 +596,7 @@ TakeReady(SinkRoute *route, Change **ops, int max)
 static void
 DispatchWrites(SinkRoute *route, int free_requests)
 {
-	int			max = free_requests * RouteOpsLimit(route);
+	int			max = DispatchLimit(route, free_requests);
 	Change	  **ops = palloc(sizeof(Change *) * Min(max, route->nready));
 	Change	  **upserts;
 	Change	  **bulk;
@@ -629,7 +664,7 @@ BatchDispatch(void)
 			continue;
 		}
 		free_requests = Min(free_requests, route->window - route->requests_in_flight);
-		if (now < route->resume_at || free_requests <= 0 || !RuBudgetAllows())
+		if (now < route->resume_at || free_requests <= 0 || !RuBudgetAllowsBatch(route))
 			continue;
 		route->throttled = false;
 		DispatchWrites(route, free_requests);
