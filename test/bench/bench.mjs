@@ -15,7 +15,7 @@
 //  (e) commit->ack latency p50/p99 at 5k changes/s offered by the Flink-style JDBC client;
 //  (f) the fault proxy's RU budget mode: share of the budget used, share of requests throttled;
 //  (g) the worker's peak RSS during a 1M-row transaction.
-// Writes BENCHMARKS.md (repo root) and test/bench/bench.png. Every process it
+// Writes test/bench/BENCHMARKS.md and test/bench/bench.png. Every process it
 // starts is stopped at the end, also on failure or Ctrl-C.
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -43,7 +43,7 @@ const flag = (name) => argv.includes(`--${name}`);
 const opt = (name, def) => { const i = argv.indexOf(`--${name}`); return i >= 0 && argv[i + 1] ? argv[i + 1] : def; };
 const QUICK = flag('quick');
 const ONLY = new Set(opt('only', 'a,b,c,d,e,f,g').split(','));
-const OUT = path.resolve(opt('out', path.join(repoRoot, 'BENCHMARKS.md')));
+const OUT = path.resolve(opt('out', path.join(here, 'BENCHMARKS.md')));
 const PNG = path.resolve(opt('png', path.join(here, 'bench.png')));
 const USE_PERF = !flag('no-perf');
 const EXTRA_CONF = Object.fromEntries(argv.flatMap((a, i) => (a === '--conf' && argv[i + 1] ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])));

@@ -235,7 +235,7 @@ export function report(R, { png }) {
   L.push('- **vs pgoutput peek**: changes/s ÷ the pgoutput peek changes/s of the same WAL. **vs DIY peer**: ÷ the DIY peer\'s changes/s on the same workload and endpoint.');
   L.push('');
   L.push('## Running it', '');
-  L.push('```sh', `sudo test/bench/run            # full run (${(R.totalSeconds / 60).toFixed(0)} min here; sized for ≤ 20 min on 2 cores); rewrites BENCHMARKS.md and test/bench/bench.png`,
+  L.push('```sh', `sudo test/bench/run            # full run (${(R.totalSeconds / 60).toFixed(0)} min here; sized for ≤ 20 min on 2 cores); rewrites test/bench/BENCHMARKS.md and test/bench/bench.png`,
     'sudo test/bench/run --quick    # ~3 min smoke version (small workloads)',
     'sudo test/bench/run --only a,b # subsets: a decode, b null endpoint, c emulator, d DIY peer, e latency, f RU budget, g big transaction',
     'sudo test/bench/run --wait-quiet 300   # first wait (up to 300 s) until other processes leave the cores alone',
