@@ -412,8 +412,10 @@ RuBudgetAllowsBatch(SinkRoute *route)
 {
 	double		want;
 
-	if (!RuBudgetAllows() || CosmosSinkMaxRuPerSecond <= 0)
-		return RuBudgetAllows();
+	if (CosmosSinkMaxRuPerSecond <= 0)
+		return true;
+	if (!RuBudgetAllows())
+		return false;
 	want = Min(Min(route->nready, RouteOpsLimit(route)) * route->ru_per_op,
 			   CosmosSinkMaxRuPerSecond * RU_BURST_SECONDS);
 	return RuTokens >= want;

@@ -102,7 +102,6 @@ typedef struct SinkRequest
 	HttpRequest *http;
 	int			nops;
 	Change	  **ops;
-	int			attempt;
 	double		ru_reserved;	/* RU budget set aside when sent */
 } SinkRequest;
 

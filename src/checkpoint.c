@@ -97,11 +97,3 @@ CheckpointOldestCommitTime(void)
 			return txn->commit_time;
 	return 0;
 }
-
-/* Forget everything (a new decoding context starts from the confirmed LSN) */
-void
-CheckpointReset(void)
-{
-	MemoryContextReset(CheckpointContext);
-	Head = Tail = NULL;
-}

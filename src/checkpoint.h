@@ -27,6 +27,5 @@ extern void CheckpointChangeDone(TxnAck *txn);
 extern XLogRecPtr CheckpointAdvance(void);
 extern bool CheckpointEmpty(void);
 extern TimestampTz CheckpointOldestCommitTime(void);
-extern void CheckpointReset(void);
 
 #endif							/* COSMOS_SINK_CHECKPOINT_H */

@@ -154,7 +154,6 @@ StatsRecordRequest(const RequestStats *req)
 	rs->upserts += req->upserts;
 	rs->deletes += req->deletes;
 	rs->retries += req->retries;
-	rs->dead_lettered += req->dead_lettered;
 	rs->throttled += req->throttled ? 1 : 0;
 	rs->micro_ru += micro;
 	if (rs->ru_second_at[idx] != second)

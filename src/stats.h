@@ -24,7 +24,6 @@ typedef struct RequestStats
 	int			upserts;		/* acknowledged */
 	int			deletes;		/* acknowledged (404 included) */
 	int			retries;		/* operations to send again */
-	int			dead_lettered;
 	bool		throttled;		/* answered 429 (whole request or an op) */
 	double		request_charge; /* x-ms-request-charge */
 	long		duration_ms;

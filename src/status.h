@@ -10,7 +10,6 @@
 
 #include "access/xlogdefs.h"
 #include "datatype/timestamp.h"
-#include "port/atomics.h"
 #include "storage/latch.h"
 #include "storage/spin.h"
 

@@ -189,7 +189,6 @@ ResyncStep(void)
 {
 	static TimestampTz next_look = 0;
 	static bool active = false;
-	int64		touched = 0;
 	bool		isnull = true;
 
 	if (!active && GetCurrentTimestamp() < next_look)
@@ -206,7 +205,7 @@ ResyncStep(void)
 		SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
 					" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
 					false, 1) == SPI_OK_SELECT && SPI_processed > 0)
-		touched = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	else
 		isnull = true;
 	active = !isnull;			/* a backfill is running (one more call may finish it) */
@@ -215,7 +214,6 @@ ResyncStep(void)
 	CommitTransactionCommand();
 	if (!active)
 		next_look = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 1000);
-	(void) touched;
 }
 
 /* Settle every finished request */
