@@ -7,6 +7,8 @@ CREATE SCHEMA cosmos_test_protocol;
 SET search_path = cosmos_test_protocol, public;
 CREATE FUNCTION batch_body(jsonb) RETURNS text
     AS '$libdir/cosmos_sink', 'cosmos_test_batch_body' LANGUAGE C STRICT;
+CREATE FUNCTION batch_bodies(jsonb, int) RETURNS text[]
+    AS '$libdir/cosmos_sink', 'cosmos_test_batch_bodies' LANGUAGE C STRICT;
 CREATE FUNCTION pk_header(text) RETURNS text
     AS '$libdir/cosmos_sink', 'cosmos_test_pk_header' LANGUAGE C STRICT;
 -- same C function over raw bytes, to feed it invalid UTF-8
@@ -30,8 +32,7 @@ CREATE FUNCTION error_message_bytes(bytea) RETURNS text
     AS '$libdir/cosmos_sink', 'cosmos_test_error_message' LANGUAGE C STRICT;
 
 --
--- Batch and bulk bodies. batch_body() also checks that CosmosOpBodySize agrees
--- with the bytes each op adds (it errors if not).
+-- Batch and bulk bodies.
 --
 SELECT batch_body('[]');
 SELECT batch_body('[{"op":"upsert","id":"1","pk":"[\"a\"]","doc":{"id":"1","pk":"a","v":1}}]');
@@ -56,7 +57,7 @@ SELECT jsonb_array_length(body) AS n,
        body->1->>'partitionKey' = ops->1->>'pk' AS pk1_ok,
        (body->1->>'partitionKey')::jsonb = '["x\"y",5.50,true]'::jsonb AS pk1_json_ok
 FROM b;
--- a body of n ops is 1 + the sizes of its ops: checked inside batch_body for 100 ops
+-- a body of 100 ops of every kind and many escapes
 SELECT jsonb_array_length(body) AS ops,
        (SELECT count(*) FROM jsonb_array_elements(body) e WHERE e->>'operationType' = 'Delete') AS deletes,
        body->98->>'id' AS id99, body->99->'resourceBody'->>'id' AS id100
@@ -66,6 +67,36 @@ FROM (SELECT batch_body(jsonb_agg(jsonb_build_object(
                'pk', jsonb_build_array('p' || i % 7, i)::text,
                'doc', jsonb_build_object('id', 'id-' || i, 'v', repeat('x', i))) ORDER BY i))::jsonb AS body
       FROM generate_series(1, 100) i) s;
+-- split by size (cosmos_sink.batch_max_bytes): every body within the limit with
+-- its closing bracket, none could take the next op, every op exactly once in
+-- order; an op over the limit alone still makes its own body
+WITH ops(o) AS (SELECT jsonb_agg(jsonb_build_object(
+               'op', CASE WHEN i % 4 = 0 THEN 'delete' ELSE 'upsert' END,
+               'id', 'd' || i || repeat('"', i % 3), 'pk', jsonb_build_array('p' || i % 5)::text,
+               'doc', jsonb_build_object('id', 'd' || i || repeat('"', i % 3), 'v', repeat('é', (i * 37) % 300))) ORDER BY i)
+           FROM generate_series(1, 60) i),
+     limits(max_bytes) AS (VALUES (300), (1000), (4096), (1000000)),
+     split AS (SELECT max_bytes, n, body FROM limits, ops, unnest(batch_bodies(o, max_bytes)) WITH ORDINALITY u(body, n))
+SELECT max_bytes, count(*) AS bodies,
+       sum(jsonb_array_length(body::jsonb)) AS ops,
+       bool_and(octet_length(body) <= max_bytes OR jsonb_array_length(body::jsonb) = 1) AS within_limit,
+       count(*) FILTER (WHERE octet_length(body) > max_bytes) AS single_over_limit,
+       (SELECT string_agg(coalesce(e->>'id', e->'resourceBody'->>'id'), ',' ORDER BY s2.n, e.ord) FROM split s2,
+          jsonb_array_elements(s2.body::jsonb) WITH ORDINALITY e(e, ord)
+        WHERE s2.max_bytes = s.max_bytes) = (SELECT string_agg(x->>'id', ',' ORDER BY k) FROM ops,
+          jsonb_array_elements(o) WITH ORDINALITY y(x, k)) AS all_in_order
+FROM split s GROUP BY max_bytes ORDER BY max_bytes;
+-- no body could have taken the first op of the next one
+WITH ops(o) AS (SELECT jsonb_agg(jsonb_build_object('op', 'upsert', 'id', 'd' || i,
+               'pk', '["p"]', 'doc', jsonb_build_object('id', 'd' || i, 'v', repeat('x', i * 11))) ORDER BY i)
+           FROM generate_series(1, 40) i),
+     b AS (SELECT n, body, jsonb_array_length(body::jsonb) AS nops FROM ops, unnest(batch_bodies(o, 2000)) WITH ORDINALITY u(body, n)),
+     c AS (SELECT n, body, sum(nops) OVER (ORDER BY n) - nops AS first_op FROM b)
+SELECT count(*) AS pairs,
+       bool_and(octet_length(c1.body) + octet_length(batch_body(jsonb_build_array(o->(c2.first_op::int)))) - 1 > 2000)
+         AS next_op_would_not_fit
+FROM ops, c c1 JOIN c c2 ON c2.n = c1.n + 1;
+SELECT batch_bodies('[]', 1000) IS NULL AS no_ops_no_bodies;
 
 --
 -- x-ms-documentdb-partitionkey: compact JSON, every non-ASCII character as \uXXXX

@@ -18,6 +18,7 @@
 #include "utils/timestamp.h"
 
 #include "batch.h"
+#include "compat.h"
 #include "cosmos_client.h"
 #include "cosmos_sink.h"
 #include "deadletter.h"
@@ -30,9 +31,39 @@
 #define BACKOFF_MAX_MS			30000
 #define CONFIG_RETRY_MS			10000
 
+/* An entry of the slot table: the slot and its hash (compared before keys) */
+typedef struct SlotEntry
+{
+	DocSlot    *slot;
+	uint32		hash;
+	char		status;
+} SlotEntry;
+
+/* Whether two slots (or a slot and a probe) name the same document */
+static inline bool
+SlotSameDocument(const DocSlot *a, const DocSlot *b)
+{
+	return a->route == b->route && a->id_len == b->id_len && a->pk_len == b->pk_len &&
+		memcmp(a->id, b->id, a->id_len) == 0 && memcmp(a->pk, b->pk, a->pk_len) == 0;
+}
+
+#define SH_PREFIX		slots
+#define SH_ELEMENT_TYPE SlotEntry
+#define SH_KEY_TYPE		DocSlot *
+#define SH_KEY			slot
+#define SH_HASH_KEY(tb, key)	((key)->hash)
+#define SH_EQUAL(tb, a, b)		SlotSameDocument(a, b)
+#define SH_STORE_HASH
+#define SH_GET_HASH(tb, a)		((a)->hash)
+#define SH_SCOPE		static inline
+#define SH_DECLARE
+#define SH_DEFINE
+#include "lib/simplehash.h"
+
 static MemoryContext BatchContext = NULL;
+static MemoryContext ChangeContext = NULL;	/* changes and slots: exact sizes, freed by block */
 static HTAB *Routes = NULL;		/* route_id -> SinkRoute */
-static HTAB *Slots = NULL;		/* "route:pk:id" -> DocSlot */
+static slots_hash *Slots = NULL;	/* (route, pk, id) -> DocSlot */
 static Size PendingBytes = 0;
 static int64 PendingChanges = 0;
 static double RuTokens = 0;		/* client-side RU budget (max_ru_per_second) */
@@ -42,23 +73,7 @@ static TimestampTz RuRefilledAt = 0;
 #define RU_BURST_SECONDS	0.1
 #define RU_PER_OP_GUESS		10.0
 
-/* Hash of a slot key (the key field holds a pointer to the string) */
-static uint32
-SlotKeyHash(const void *key, Size keysize)
-{
-	const char *s = *(const char *const *) key;
-
-	return hash_bytes((const unsigned char *) s, strlen(s));
-}
-
-/* Equality of slot keys, for dynahash (0 = equal) */
-static int
-SlotKeyMatch(const void *key1, const void *key2, Size keysize)
-{
-	return strcmp(*(const char *const *) key1, *(const char *const *) key2);
-}
-
-/* Create the batcher's memory and hashes; once per worker process */
+/* Create the batcher's memory and tables; once per worker process */
 void
 BatchInit(void)
 {
@@ -66,18 +81,14 @@ BatchInit(void)
 
 	BatchContext = AllocSetContextCreate(TopMemoryContext, "cosmos_sink pending changes",
 										 ALLOCSET_DEFAULT_SIZES);
+	ChangeContext = CompatGenerationContextCreate(BatchContext, "cosmos_sink changes",
+												  64 * 1024, 1024 * 1024);
 	ctl.keysize = sizeof(int32);
 	ctl.entrysize = sizeof(SinkRoute);
 	ctl.hcxt = BatchContext;
 	Routes = hash_create("cosmos_sink worker routes", 16, &ctl,
 						 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	ctl.keysize = sizeof(char *);
-	ctl.entrysize = sizeof(DocSlot);
-	ctl.hash = SlotKeyHash;
-	ctl.match = SlotKeyMatch;
-	ctl.hcxt = BatchContext;
-	Slots = hash_create("cosmos_sink documents", 4096, &ctl,
-						HASH_ELEM | HASH_FUNCTION | HASH_COMPARE | HASH_CONTEXT);
+	Slots = slots_create(BatchContext, 4096, NULL);
 }
 
 /* The route with this id, or NULL */
@@ -162,11 +173,18 @@ ChangeSize(const Change *change)
 	return offsetof(Change, data) + change->id_len + change->pk_len + change->doc_len + 3;
 }
 
+/* Memory a slot holds */
+static inline Size
+SlotSize(int id_len, int pk_len)
+{
+	return offsetof(DocSlot, key_data) + id_len + pk_len;
+}
+
 /* Copy a decoded change into the batcher */
 static Change *
 NewChange(const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn)
 {
-	Change	   *change = MemoryContextAlloc(BatchContext, offsetof(Change, data) +
+	Change	   *change = MemoryContextAlloc(ChangeContext, offsetof(Change, data) +
 											rec->id_len + rec->pk_len + rec->body_len + 3);
 	char	   *p = change->data;
 
@@ -235,8 +253,6 @@ SlotEnqueue(DocSlot *slot, bool front)
 static void
 SlotSettle(DocSlot *slot, bool retry)
 {
-	char	   *key;
-
 	if (slot->waiting != NULL)
 	{
 		SlotEnqueue(slot, retry);
@@ -244,9 +260,9 @@ SlotSettle(DocSlot *slot, bool retry)
 	}
 	if (slot->in_flight != NULL)
 		return;
-	key = slot->key;
-	hash_search(Slots, &key, HASH_REMOVE, NULL);
-	pfree(key);
+	slots_delete(Slots, slot);
+	PendingBytes -= SlotSize(slot->id_len, slot->pk_len);
+	pfree(slot);
 }
 
 /* Local checks Cosmos DB would fail anyway: park such changes at once */
@@ -270,6 +286,53 @@ ChangeIsPoison(SinkRoute *route, Change *change)
 	return false;
 }
 
+/* Hash of a document's key: route, partition key and id */
+static uint32
+DocumentKeyHash(int32 route_id, const char *pk, int pk_len, const char *id, int id_len)
+{
+	uint32		hash = hash_bytes((const unsigned char *) id, id_len);
+
+	hash = hash_combine(hash, hash_bytes((const unsigned char *) pk, pk_len));
+	return hash_combine(hash, murmurhash32((uint32) route_id));
+}
+
+/* The slot of a change's document, created if new */
+static DocSlot *
+SlotFor(SinkRoute *route, Change *change)
+{
+	DocSlot		probe;
+	DocSlot    *slot;
+	SlotEntry  *entry;
+	bool		found;
+
+	probe.hash = DocumentKeyHash(route->route_id, change->pk, change->pk_len,
+								 change->id, change->id_len);
+	probe.route = route;
+	probe.id = change->id;
+	probe.id_len = change->id_len;
+	probe.pk = change->pk;
+	probe.pk_len = change->pk_len;
+	entry = slots_insert(Slots, &probe, &found);
+	if (found)
+		return entry->slot;
+
+	slot = MemoryContextAlloc(ChangeContext, SlotSize(change->id_len, change->pk_len));
+	slot->hash = probe.hash;
+	slot->route = route;
+	slot->in_flight = NULL;
+	slot->waiting = NULL;
+	slot->queued = false;
+	slot->id_len = change->id_len;
+	slot->pk_len = change->pk_len;
+	memcpy(slot->key_data, change->id, change->id_len);
+	memcpy(slot->key_data + change->id_len, change->pk, change->pk_len);
+	slot->id = slot->key_data;
+	slot->pk = slot->key_data + change->id_len;
+	entry->slot = slot;			/* the table held the probe until now */
+	PendingBytes += SlotSize(change->id_len, change->pk_len);
+	return slot;
+}
+
 /* An upsert or delete record: the newest state of its document */
 void
 BatchAddChange(const ChangeRecord *rec, XLogRecPtr lsn)
@@ -278,26 +341,13 @@ BatchAddChange(const ChangeRecord *rec, XLogRecPtr lsn)
 	TxnAck	   *txn = CheckpointOpenTxn();
 	Change	   *change;
 	DocSlot    *slot;
-	char	   *key;
-	bool		found;
 
 	txn->pending++;
 	change = NewChange(rec, lsn, txn);
 	if (ChangeIsPoison(route, change))
 		return;
 
-	key = MemoryContextAlloc(BatchContext, 24 + change->pk_len + change->id_len);
-	sprintf(key, "%d:%s:%s", rec->route_id, change->pk, change->id);
-	slot = hash_search(Slots, &key, HASH_ENTER, &found);
-	if (found)
-		pfree(key);
-	else
-	{
-		slot->route = route;
-		slot->in_flight = NULL;
-		slot->waiting = NULL;
-		slot->queued = false;
-	}
+	slot = SlotFor(route, change);
 	change->slot = slot;
 	if (slot->waiting != NULL)
 		ChangeDone(slot->waiting, true);	/* superseded by this newer state */
@@ -515,7 +565,35 @@ RouteOpsLimit(SinkRoute *route)
 	return route->ops_limit > 0 ? Min(route->ops_limit, CosmosSinkBatchMaxOps) : CosmosSinkBatchMaxOps;
 }
 
-/* Send ops[0..n) as requests of at most batch_max_ops / batch_max_bytes each */
+/* A change as an operation of a request body */
+static void
+ChangeOp(const Change *change, CosmosOp *op)
+{
+	op->kind = change->kind == RECORD_UPSERT ? COSMOS_OP_UPSERT : COSMOS_OP_DELETE;
+	op->id = change->id;
+	op->id_len = change->id_len;
+	op->pk_json = change->pk;
+	op->pk_len = change->pk_len;
+	op->doc = change->doc;
+	op->doc_len = change->doc_len;
+}
+
+/* Body bytes to reserve for up to max_ops changes from ops[0] (one allocation, no regrowth) */
+static int
+BodyEstimate(Change **ops, int n, int max_ops)
+{
+	Size		bytes = 2;
+
+	for (int i = 0; i < Min(n, max_ops); i++)
+		bytes += ops[i]->doc_len + 2 * (ops[i]->id_len + ops[i]->pk_len) + 96;
+	return (int) Min(bytes, (Size) CosmosSinkBatchMaxBytes + 1024);
+}
+
+/*
+ * Send ops[0..n) as requests of at most batch_max_ops operations and
+ * batch_max_bytes of body, each body built once, op by op. Atomic: runs of
+ * one partition key (ops sorted by key); bulk: runs of one range.
+ */
 static void
 SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
 {
@@ -525,33 +603,33 @@ SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
 	while (start < n)
 	{
 		int			end = start;
-		int			bytes = 2;
 		int			range = atomic ? 0 : ops[start]->range;
 		Change	  **chunk;
+		StringInfoData body;
 		CosmosOp	op;
 
+		/* the request owns the body: it lives in BatchContext, not the loop's memory */
+		body.maxlen = BodyEstimate(ops + start, n - start, max_ops);
+		body.data = MemoryContextAlloc(BatchContext, body.maxlen);
+		resetStringInfo(&body);
+		CosmosBodyStart(&body);
 		while (end < n && end - start < max_ops)
 		{
 			if (atomic && strcmp(ops[end]->pk, ops[start]->pk) != 0)
 				break;
 			if (!atomic && ops[end]->range != range)
 				break;
-			op.kind = ops[end]->kind == RECORD_UPSERT ? COSMOS_OP_UPSERT : COSMOS_OP_DELETE;
-			op.id = ops[end]->id;
-			op.id_len = ops[end]->id_len;
-			op.pk_json = ops[end]->pk;
-			op.pk_len = ops[end]->pk_len;
-			op.doc = ops[end]->doc;
-			op.doc_len = ops[end]->doc_len;
-			bytes += CosmosOpBodySize(&op);
-			if (end > start && bytes > CosmosSinkBatchMaxBytes)
+			ChangeOp(ops[end], &op);
+			if (!CosmosBodyAddOp(&body, &op, CosmosSinkBatchMaxBytes))
 				break;
 			end++;
 		}
+		CosmosBodyFinish(&body);
 		chunk = MemoryContextAlloc(BatchContext, sizeof(Change *) * (end - start));
 		memcpy(chunk, ops + start, sizeof(Change *) * (end - start));
 		SubmitRequest(route, atomic ? SINK_REQUEST_BATCH : SINK_REQUEST_BULK,
-					  CosmosWriteRequest(route, chunk, end - start, atomic,
+					  CosmosWriteRequest(route, body.data, body.len, atomic,
+										 ops[start]->pk, ops[start]->pk_len,
 										 atomic ? NULL : route->ranges[range].id),
 					  chunk, end - start);
 		start = end;
@@ -645,9 +723,27 @@ DispatchWrites(SinkRoute *route, int free_requests)
 	pfree(ops);
 }
 
-/* Submit what can be sent now; returns the number of requests in flight */
+/*
+ * Whether to hold a route's changes back while decoding goes on: until there
+ * is enough for about a full request per range, and half the route's window
+ * is free (or nothing is in flight), so that requests go out full rather than
+ * one small request per freed slot.
+ */
+static bool
+HoldBack(SinkRoute *route, int free_requests)
+{
+	if (route->nready < RouteOpsLimit(route) * Max(1, route->nranges))
+		return true;
+	return route->requests_in_flight > 0 && free_requests < Max(1, route->window / 2);
+}
+
+/*
+ * Submit what can be sent now; returns the number of requests in flight.
+ * eager: send every ready change (decoding has nothing more for now);
+ * otherwise (called from inside decoding) only when requests can go out full.
+ */
 int
-BatchDispatch(void)
+BatchDispatch(bool eager)
 {
 	HASH_SEQ_STATUS status;
 	SinkRoute  *route;
@@ -667,6 +763,8 @@ BatchDispatch(void)
 		}
 		free_requests = Min(free_requests, route->window - route->requests_in_flight);
 		if (now < route->resume_at || free_requests <= 0 || !RuBudgetAllowsBatch(route))
+			continue;
+		if (!eager && HoldBack(route, free_requests))
 			continue;
 		route->throttled = false;
 		DispatchWrites(route, free_requests);

@@ -75,15 +75,23 @@ typedef struct Change
 	char		data[FLEXIBLE_ARRAY_MEMBER];
 } Change;
 
-/* One document: the change in flight and the newest change waiting behind it */
+/*
+ * One document: the change in flight and the newest change waiting behind
+ * it. Its key (route, partition key, id) is stored inline, hashed once.
+ */
 typedef struct DocSlot
 {
-	char	   *key;			/* hash key "route:pk:id", owned */
+	uint32		hash;			/* of the key, kept by the slot table */
 	SinkRoute  *route;
 	Change	   *in_flight;
 	Change	   *waiting;
 	dlist_node	ready_node;
 	bool		queued;			/* in route->ready */
+	int32		id_len;
+	int32		pk_len;
+	const char *id;				/* into key_data (a lookup probe: into its change) */
+	const char *pk;
+	char		key_data[FLEXIBLE_ARRAY_MEMBER];
 } DocSlot;
 
 typedef enum SinkRequestKind
@@ -113,7 +121,7 @@ extern void BatchTruncate(const ChangeRecord *rec);
 extern void BatchCommit(const ChangeRecord *rec);
 extern Size BatchPendingBytes(void);
 extern int64 BatchPendingChanges(void);
-extern int	BatchDispatch(void);
+extern int	BatchDispatch(bool eager);
 extern void BatchComplete(HttpRequest *http);
 extern bool BatchThrottled(void);
 extern bool BatchRouteErrors(void);

@@ -10,7 +10,10 @@
 
 #include "catalog/pg_class.h"
 #include "replication/reorderbuffer.h"
+#include "lib/stringinfo.h"
 #include "utils/acl.h"
+#include "utils/json.h"
+#include "utils/memutils.h"
 
 /* Commit timestamp of a decoded transaction */
 #if PG_VERSION_NUM >= 150000
@@ -65,6 +68,76 @@
 #define CompatSlotInvalidated(slot) \
 	(!XLogRecPtrIsInvalid((slot)->data.invalidated_at) && \
 	 XLogRecPtrIsInvalid((slot)->data.restart_lsn))
+#endif
+
+/*
+ * A generation context: chunks of their exact size, whole blocks freed when
+ * all their chunks are (for data freed in roughly the order it came)
+ */
+#if PG_VERSION_NUM >= 150000
+#define CompatGenerationContextCreate(parent, name, init_block, max_block) \
+	GenerationContextCreate((parent), (name), 0, (init_block), (max_block))
+#else
+#define CompatGenerationContextCreate(parent, name, init_block, max_block) \
+	GenerationContextCreate((parent), (name), (max_block))
+#endif
+
+/*
+ * Append s[0..len) as a JSON string, escaped as escape_json() does.
+ * PostgreSQL 17 has escape_json_with_len(); before it, escape_json() wants a
+ * C string and appends byte by byte, so this copies runs of plain bytes at once.
+ */
+#if PG_VERSION_NUM >= 170000
+#define CompatEscapeJsonLen(out, s, len) escape_json_with_len((out), (s), (len))
+#else
+static inline void
+CompatEscapeJsonLen(StringInfo out, const char *s, int len)
+{
+	const char *run = s;
+	const char *end = s + len;
+	const char *p;
+
+	enlargeStringInfo(out, len + 2);
+	out->data[out->len++] = '"';
+	for (p = s; p < end; p++)
+	{
+		unsigned char c = (unsigned char) *p;
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		appendBinaryStringInfo(out, run, p - run);
+		run = p + 1;
+		switch (c)
+		{
+			case '\b':
+				appendStringInfoString(out, "\\b");
+				break;
+			case '\f':
+				appendStringInfoString(out, "\\f");
+				break;
+			case '\n':
+				appendStringInfoString(out, "\\n");
+				break;
+			case '\r':
+				appendStringInfoString(out, "\\r");
+				break;
+			case '\t':
+				appendStringInfoString(out, "\\t");
+				break;
+			case '"':
+				appendStringInfoString(out, "\\\"");
+				break;
+			case '\\':
+				appendStringInfoString(out, "\\\\");
+				break;
+			default:
+				appendStringInfo(out, "\\u%04x", (int) c);
+				break;
+		}
+	}
+	appendBinaryStringInfo(out, run, end - run);
+	appendStringInfoCharMacro(out, '"');
+}
 #endif
 
 #endif							/* COSMOS_SINK_COMPAT_H */

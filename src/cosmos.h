@@ -140,13 +140,13 @@ typedef struct CosmosOpResult
 } CosmosOpResult;
 
 /*
- * Append the JSON array body of a batch or bulk request. Every op carries
- * "partitionKey" (a string holding the JSON array), as bulk requires.
+ * The JSON array body of a batch or bulk request, built op by op up to a size
+ * limit. Every op carries "partitionKey" (a string holding the JSON array),
+ * as bulk requires.
  */
-extern void CosmosAppendBatchBody(StringInfo out, const CosmosOp *ops, int nops);
-
-/* Size the op adds to a batch body (for splitting by cosmos_sink.batch_max_bytes) */
-extern int	CosmosOpBodySize(const CosmosOp *op);
+extern void CosmosBodyStart(StringInfo out);
+extern bool CosmosBodyAddOp(StringInfo out, const CosmosOp *op, int max_bytes);
+extern void CosmosBodyFinish(StringInfo out);
 
 /*
  * Append a partition key JSON array as the value of x-ms-documentdb-partitionkey:

@@ -110,37 +110,19 @@ CosmosPkRangesRequest(SinkRoute *route)
 	return SignedRequest("GET", route->path, "/pkranges", "pkranges", route->resource_link);
 }
 
-/* POST a transactional batch (one logical partition) or a bulk request (one range) */
+/*
+ * POST a transactional batch (one logical partition, pk_json its key) or a
+ * bulk request (one range). The request takes over body (palloc'd).
+ */
 HttpRequest *
-CosmosWriteRequest(SinkRoute *route, Change **ops, int nops, bool atomic,
-				   const char *range_id)
+CosmosWriteRequest(SinkRoute *route, char *body, int body_len, bool atomic,
+				   const char *pk_json, int pk_len, const char *range_id)
 {
 	HttpRequest *req = SignedRequest("POST", route->path, "/docs", "docs",
 									 route->resource_link);
-	CosmosOp   *cops = palloc(sizeof(CosmosOp) * nops);
-	StringInfoData body;
-	int			i;
 
-	for (i = 0; i < nops; i++)
-	{
-		cops[i].kind = ops[i]->kind == 'U' ? COSMOS_OP_UPSERT : COSMOS_OP_DELETE;
-		cops[i].id = ops[i]->id;
-		cops[i].id_len = ops[i]->id_len;
-		cops[i].pk_json = ops[i]->pk;
-		cops[i].pk_len = ops[i]->pk_len;
-		cops[i].doc = ops[i]->doc;
-		cops[i].doc_len = ops[i]->doc_len;
-	}
-	initStringInfo(&body);
-	CosmosAppendBatchBody(&body, cops, nops);
-	req->body = malloc(body.len + 1);
-	if (req->body == NULL)
-		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
-	memcpy(req->body, body.data, body.len + 1);
-	req->body_len = body.len;
-	pfree(body.data);
-	pfree(cops);
-
+	req->body = body;
+	req->body_len = body_len;
 	HttpAddHeader(req, "Content-Type", "application/json");
 	HttpAddHeader(req, "x-ms-cosmos-is-batch-request", "True");
 	HttpAddHeader(req, "x-ms-cosmos-batch-atomic", atomic ? "True" : "False");
@@ -150,8 +132,8 @@ CosmosWriteRequest(SinkRoute *route, Change **ops, int nops, bool atomic,
 		StringInfoData pk;
 
 		initStringInfo(&pk);
-		if (!CosmosAppendPartitionKeyHeader(&pk, ops[0]->pk, ops[0]->pk_len))
-			appendBinaryStringInfo(&pk, ops[0]->pk, ops[0]->pk_len);
+		if (!CosmosAppendPartitionKeyHeader(&pk, pk_json, pk_len))
+			appendBinaryStringInfo(&pk, pk_json, pk_len);
 		HttpAddHeader(req, "x-ms-documentdb-partitionkey", pk.data);
 		pfree(pk.data);
 	}

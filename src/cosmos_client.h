@@ -17,8 +17,9 @@ extern bool CosmosClientCredentialsStale(void);
 extern void CosmosRouteUrls(SinkRoute *route);
 extern HttpRequest *CosmosContainerRequest(SinkRoute *route);
 extern HttpRequest *CosmosPkRangesRequest(SinkRoute *route);
-extern HttpRequest *CosmosWriteRequest(SinkRoute *route, Change **ops, int nops,
-									   bool atomic, const char *range_id);
+extern HttpRequest *CosmosWriteRequest(SinkRoute *route, char *body, int body_len,
+									   bool atomic, const char *pk_json, int pk_len,
+									   const char *range_id);
 extern void CosmosOpResults(HttpRequest *req, int nops, CosmosOpResult *results);
 extern char *CosmosRequestProblem(HttpRequest *req);
 

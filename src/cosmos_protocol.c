@@ -9,14 +9,17 @@
 #include <limits.h>
 #include <math.h>
 
+#include "catalog/pg_type.h"
 #include "common/jsonapi.h"
 #include "common/string.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
+#include "compat.h"
 #include "cosmos.h"
 
 /* Deeper JSON is refused before parsing (documents nest at most 128 levels) */
@@ -38,16 +41,6 @@
 /* ---------------------------------------------------------------------------
  * Shared helpers
  * ------------------------------------------------------------------------- */
-
-/* Append a string of given length as a JSON string (escape_json wants a C string) */
-static void
-AppendJsonStringLen(StringInfo out, const char *s, int len)
-{
-	char	   *copy = pnstrdup(s, len);
-
-	escape_json(out, copy);
-	pfree(copy);
-}
 
 /*
  * Whether the lexer would convert a non-ASCII \u escape to the server encoding:
@@ -247,14 +240,14 @@ AppendOpHead(StringInfo out, const CosmosOp *op)
 	if (op->kind == COSMOS_OP_DELETE)
 	{
 		appendStringInfoString(out, "{\"operationType\":\"Delete\",\"id\":");
-		AppendJsonStringLen(out, op->id, op->id_len);
+		CompatEscapeJsonLen(out, op->id, op->id_len);
 		appendStringInfoString(out, ",\"partitionKey\":");
-		AppendJsonStringLen(out, op->pk_json, op->pk_len);
+		CompatEscapeJsonLen(out, op->pk_json, op->pk_len);
 	}
 	else
 	{
 		appendStringInfoString(out, "{\"operationType\":\"Upsert\",\"partitionKey\":");
-		AppendJsonStringLen(out, op->pk_json, op->pk_len);
+		CompatEscapeJsonLen(out, op->pk_json, op->pk_len);
 		appendStringInfoString(out, ",\"resourceBody\":");
 	}
 }
@@ -269,36 +262,39 @@ AppendOp(StringInfo out, const CosmosOp *op)
 	appendStringInfoChar(out, '}');
 }
 
-/* Append the JSON array of a batch or bulk request */
+/* Start the JSON array body of a batch or bulk request (out holds only the body) */
 void
-CosmosAppendBatchBody(StringInfo out, const CosmosOp *ops, int nops)
+CosmosBodyStart(StringInfo out)
 {
 	appendStringInfoChar(out, '[');
-	for (int i = 0; i < nops; i++)
-	{
-		if (i > 0)
-			appendStringInfoChar(out, ',');
-		AppendOp(out, &ops[i]);
-	}
-	appendStringInfoChar(out, ']');
 }
 
 /*
- * Bytes the op adds to a body, counting one separating comma: a body of n > 0
- * ops is 1 + the sum of their sizes ("[" + "]" + n - 1 commas). Only the small
- * head is built; the document counts by its length.
+ * Add an op to a body, unless the body would then pass max_bytes with its
+ * closing "]". The first op always goes in (alone over the limit, Cosmos DB
+ * refuses it and it is parked). Returns whether the op was added.
  */
-int
-CosmosOpBodySize(const CosmosOp *op)
+bool
+CosmosBodyAddOp(StringInfo out, const CosmosOp *op, int max_bytes)
 {
-	StringInfoData head;
-	int			size;
+	int			mark = out->len;
+	bool		first = out->len <= 1;
 
-	initStringInfo(&head);
-	AppendOpHead(&head, op);
-	size = head.len + (op->kind == COSMOS_OP_UPSERT ? op->doc_len : 0) + 2;
-	pfree(head.data);
-	return size;
+	if (!first)
+		appendStringInfoChar(out, ',');
+	AppendOp(out, op);
+	if (first || out->len + 1 <= max_bytes)
+		return true;
+	out->len = mark;
+	out->data[mark] = '\0';
+	return false;
+}
+
+/* Close a body started by CosmosBodyStart */
+void
+CosmosBodyFinish(StringInfo out)
+{
+	appendStringInfoChar(out, ']');
 }
 
 /* ---------------------------------------------------------------------------
@@ -1539,51 +1535,69 @@ TestOpFromJsonb(JsonbValue *elem, CosmosOp *op)
 		ereport(ERROR, (errmsg("\"doc\" must be an object, an array or a string")));
 }
 
-/* Check CosmosOpBodySize against the bodies actually built: one op alone, and all */
-static void
-TestCheckSizes(const CosmosOp *ops, int nops, int body_len)
+/* The ops of a test's jsonb array */
+static CosmosOp *
+TestOpsFromJsonb(Jsonb *ops_json, int *nops)
 {
-	int			sum = 0;
+	CosmosOp   *ops;
 
-	for (int i = 0; i < nops; i++)
-	{
-		StringInfoData one;
-		int			size = CosmosOpBodySize(&ops[i]);
-
-		initStringInfo(&one);
-		CosmosAppendBatchBody(&one, &ops[i], 1);
-		if (one.len != size + 1)
-			ereport(ERROR, (errmsg("CosmosOpBodySize of op %d is %d, its body is %d bytes",
-								   i + 1, size, one.len)));
-		pfree(one.data);
-		sum += size;
-	}
-	if (body_len != (nops == 0 ? 2 : sum + 1))
-		ereport(ERROR, (errmsg("body of %d ops is %d bytes, sizes add up to %d",
-							   nops, body_len, sum)));
+	if (!JB_ROOT_IS_ARRAY(ops_json) || JB_ROOT_IS_SCALAR(ops_json))
+		ereport(ERROR, (errmsg("ops must be a JSON array")));
+	*nops = JB_ROOT_COUNT(ops_json);
+	ops = palloc0(sizeof(CosmosOp) * Max(*nops, 1));
+	for (int i = 0; i < *nops; i++)
+		TestOpFromJsonb(getIthJsonbValueFromContainer(&ops_json->root, i), &ops[i]);
+	return ops;
 }
 
 PG_FUNCTION_INFO_V1(cosmos_test_batch_body);
 
-/* batch_body(jsonb ops) -> the request body; errors if CosmosOpBodySize disagrees */
+/* batch_body(jsonb ops) -> the request body of all the ops */
 Datum
 cosmos_test_batch_body(PG_FUNCTION_ARGS)
 {
-	Jsonb	   *ops_json = PG_GETARG_JSONB_P(0);
-	CosmosOp   *ops;
 	int			nops;
+	CosmosOp   *ops = TestOpsFromJsonb(PG_GETARG_JSONB_P(0), &nops);
 	StringInfoData body;
 
-	if (!JB_ROOT_IS_ARRAY(ops_json) || JB_ROOT_IS_SCALAR(ops_json))
-		ereport(ERROR, (errmsg("ops must be a JSON array")));
-	nops = JB_ROOT_COUNT(ops_json);
-	ops = palloc0(sizeof(CosmosOp) * Max(nops, 1));
-	for (int i = 0; i < nops; i++)
-		TestOpFromJsonb(getIthJsonbValueFromContainer(&ops_json->root, i), &ops[i]);
 	initStringInfo(&body);
-	CosmosAppendBatchBody(&body, ops, nops);
-	TestCheckSizes(ops, nops, body.len);
+	CosmosBodyStart(&body);
+	for (int i = 0; i < nops; i++)
+		(void) CosmosBodyAddOp(&body, &ops[i], INT_MAX);
+	CosmosBodyFinish(&body);
 	PG_RETURN_TEXT_P(cstring_to_text_with_len(body.data, body.len));
+}
+
+PG_FUNCTION_INFO_V1(cosmos_test_batch_bodies);
+
+/*
+ * batch_bodies(jsonb ops, max_bytes) -> the bodies the ops are split into by
+ * size, as the worker splits by cosmos_sink.batch_max_bytes
+ */
+Datum
+cosmos_test_batch_bodies(PG_FUNCTION_ARGS)
+{
+	int			nops;
+	CosmosOp   *ops = TestOpsFromJsonb(PG_GETARG_JSONB_P(0), &nops);
+	int			max_bytes = PG_GETARG_INT32(1);
+	ArrayBuildState *bodies = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+	int			i = 0;
+
+	while (i < nops)
+	{
+		StringInfoData body;
+
+		initStringInfo(&body);
+		CosmosBodyStart(&body);
+		while (i < nops && CosmosBodyAddOp(&body, &ops[i], max_bytes))
+			i++;
+		CosmosBodyFinish(&body);
+		accumArrayResult(bodies, PointerGetDatum(cstring_to_text_with_len(body.data, body.len)),
+						 false, TEXTOID, CurrentMemoryContext);
+	}
+	if (nops == 0)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(makeArrayResult(bodies, CurrentMemoryContext));
 }
 
 PG_FUNCTION_INFO_V1(cosmos_test_pk_header);

@@ -34,6 +34,7 @@ static LogicalDecodingContext *Ctx = NULL;
 static ResourceOwner DecodeOwner = NULL;
 static DecoderPumpHook Pump = NULL;
 static Size Budget = 0;
+static uint64 Written = 0;		/* records handed to the batcher */
 static XLogRecPtr ReadUpTo = InvalidXLogRecPtr;
 static MemoryContext DecodeMemory = NULL;	/* the reader allocates lazily: never reset */
 static bool CachesHistoric = false;	/* caches may hold entries built while decoding */
@@ -73,9 +74,17 @@ DecoderWrite(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, boo
 			BatchCommit(&rec);
 			break;
 	}
-	/* a transaction larger than the budget is sent while it is decoded */
-	if (BatchPendingBytes() > Budget && Pump != NULL)
-		Pump();
+	/*
+	 * A transaction larger than the budget is sent while it is decoded; and
+	 * requests keep flowing while decoding runs, so the network and Cosmos DB
+	 * work in parallel with decoding instead of between decoding rounds.
+	 */
+	if (Pump == NULL)
+		return;
+	if (BatchPendingBytes() > Budget)
+		Pump(true);
+	else if (++Written % DECODER_SERVICE_EVERY == 0)
+		Pump(false);
 }
 
 /* Progress callback: nothing to report to anyone */

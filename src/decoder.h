@@ -10,8 +10,14 @@
 
 #include "access/xlogdefs.h"
 
-/* Called from inside decoding when the batcher is over its memory budget */
-typedef void (*DecoderPumpHook) (void);
+/*
+ * Called from inside decoding: with full = true when the batcher is over its
+ * memory budget (send and wait), otherwise every DECODER_SERVICE_EVERY
+ * records, to settle finished requests and send full ones without waiting.
+ */
+typedef void (*DecoderPumpHook) (bool full);
+
+#define DECODER_SERVICE_EVERY	32
 
 extern bool DecoderStart(DecoderPumpHook pump, char **problem);
 extern bool DecoderActive(void);

@@ -23,6 +23,7 @@
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
+#include "compat.h"
 #include "document.h"
 
 static HTAB *TypeInfoHash = NULL;
@@ -99,6 +100,11 @@ CategorizeType(JsonTypeInfo *info)
 			return;
 		case JSONBOID:
 			info->category = JSONCAT_JSONB;
+			return;
+		case TEXTOID:
+		case VARCHAROID:
+		case BPCHAROID:
+			info->category = JSONCAT_TEXT;
 			return;
 		default:
 			break;
@@ -186,6 +192,7 @@ DocumentShapeBuild(TupleDesc desc)
 		escape_json(&key, NameStr(att->attname));
 		appendStringInfoChar(&key, ':');
 		col->key = key.data;
+		col->key_len = key.len;
 		col->type = DocumentTypeInfo(att->atttypid);
 	}
 	return shape;
@@ -199,6 +206,20 @@ AppendNumeric(StringInfo out, const char *text)
 		escape_json(out, text);
 	else
 		appendStringInfoString(out, text);
+}
+
+/*
+ * A text, varchar or bpchar value as a JSON string: their output functions
+ * only copy the bytes, so escape them in place (no copy, no strlen)
+ */
+static void
+AppendText(StringInfo out, Datum value)
+{
+	struct varlena *text = pg_detoast_datum_packed((struct varlena *) DatumGetPointer(value));
+
+	CompatEscapeJsonLen(out, VARDATA_ANY(text), VARSIZE_ANY_EXHDR(text));
+	if ((Pointer) text != DatumGetPointer(value))
+		pfree(text);
 }
 
 static void AppendArray(StringInfo out, Datum value, JsonTypeInfo *type);
@@ -256,8 +277,12 @@ DocumentAppendValue(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type
 			json = TextDatumGetCString(FunctionCall1(&type->castfunc, value));
 			appendStringInfoString(out, json);
 			break;
+		case JSONCAT_TEXT:
+			AppendText(out, value);
+			break;
 		case JSONCAT_OTHER:
-			escape_json(out, OutputFunctionCall(&type->outfunc, value));
+			json = OutputFunctionCall(&type->outfunc, value);
+			CompatEscapeJsonLen(out, json, strlen(json));
 			break;
 	}
 }
@@ -361,12 +386,12 @@ DocumentAppendRow(StringInfo out, DocumentShape *shape, Datum *values,
 
 		if (col->skip)
 			continue;
-		appendStringInfoString(out, col->key);
+		appendBinaryStringInfo(out, col->key, col->key_len);
 		DocumentAppendValue(out, values[i], nulls[i], col->type);
 		appendStringInfoChar(out, ',');
 	}
-	appendStringInfoString(out, "\"id\":");
-	escape_json(out, id);
+	appendBinaryStringInfo(out, "\"id\":", 5);
+	CompatEscapeJsonLen(out, id, strlen(id));
 	appendStringInfoChar(out, '}');
 }
 

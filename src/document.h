@@ -25,6 +25,7 @@ typedef enum JsonCategory
 	JSONCAT_ARRAY,
 	JSONCAT_COMPOSITE,
 	JSONCAT_JSONCAST,
+	JSONCAT_TEXT,				/* text, varchar, bpchar: the bytes are the text form */
 	JSONCAT_OTHER
 } JsonCategory;
 
@@ -50,6 +51,7 @@ typedef struct DocumentColumn
 	bool		toastable;		/* may be stored out of line */
 	char	   *name;			/* column name */
 	char	   *key;			/* JSON-escaped name followed by ':' */
+	int			key_len;
 	JsonTypeInfo *type;
 } DocumentColumn;
 

@@ -206,7 +206,8 @@ HttpRequestFree(HttpRequest *req)
 		curl_easy_cleanup(req->easy);
 	curl_slist_free_all(req->headers);
 	free(req->url);
-	free(req->body);
+	if (req->body != NULL)
+		pfree(req->body);
 	free(req->response);
 	free(req);
 }

@@ -15,9 +15,10 @@
 #define HTTP_MAX_RESPONSE_BYTES (8 * 1024 * 1024)
 
 /*
- * One request. The caller fills the request part (malloc'd strings: they are
- * owned by the request and freed by HttpRequestFree) and gets the response
- * part back from HttpPoll. Nothing here is allocated in a memory context.
+ * One request. The caller fills the request part (url and headers malloc'd,
+ * body palloc'd in a context that outlives the request: all owned by the
+ * request and freed by HttpRequestFree) and gets the response part back from
+ * HttpPoll (malloc'd: curl fills it from its callbacks).
  */
 typedef struct HttpRequest
 {
@@ -25,7 +26,7 @@ typedef struct HttpRequest
 	const char *method;			/* static string: "GET", "POST", "DELETE" */
 	char	   *url;
 	struct curl_slist *headers;
-	char	   *body;
+	char	   *body;			/* palloc'd, or NULL */
 	size_t		body_len;
 	void	   *owner;			/* caller's pointer, untouched */
 

@@ -181,6 +181,27 @@ AnnounceRoute(LogicalDecodingContext *ctx, RouteInfo *route)
 	route->announced = true;
 }
 
+/* Open a change record (announcing its route first, in the binary format) */
+static void
+BeginRecord(LogicalDecodingContext *ctx, RouteInfo *route)
+{
+	PluginState *state = ctx->output_plugin_private;
+
+	if (state->format == FORMAT_BINARY && !route->announced)
+		AnnounceRoute(ctx, route);
+	OutputPluginPrepareWrite(ctx, true);
+}
+
+/* Hand a finished change record to the consumer */
+static void
+EndRecord(LogicalDecodingContext *ctx)
+{
+	PluginState *state = ctx->output_plugin_private;
+
+	OutputPluginWrite(ctx, true);
+	state->txn_has_records = true;
+}
+
 /* Emit one change record in the session's format */
 static void
 EmitChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
@@ -188,9 +209,7 @@ EmitChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
 {
 	PluginState *state = ctx->output_plugin_private;
 
-	if (state->format == FORMAT_BINARY && !route->announced)
-		AnnounceRoute(ctx, route);
-	OutputPluginPrepareWrite(ctx, true);
+	BeginRecord(ctx, route);
 	if (state->format == FORMAT_BINARY)
 		RecordWriteChange(ctx->out, kind, route->route_id, id, pk, body);
 	else if (kind == RECORD_UPSERT)
@@ -199,8 +218,7 @@ EmitChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
 		WriteJsonRecord(ctx->out, txn, route, "delete", lsn, id, pk, NULL, NULL, false);
 	else
 		WriteJsonRecord(ctx->out, txn, route, "error", lsn, id, pk, "error", body, false);
-	OutputPluginWrite(ctx, true);
-	state->txn_has_records = true;
+	EndRecord(ctx);
 }
 
 /* Deform a tuple of the relation into values/nulls */
@@ -292,8 +310,20 @@ static void
 EmitUpsert(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
 		   XLogRecPtr lsn, RowImage *row, const char *id, const char *pk)
 {
+	PluginState *state = ctx->output_plugin_private;
 	StringInfoData doc;
+	int			body_start;
 
+	if (state->format == FORMAT_BINARY)
+	{
+		/* the worker's format: the document goes straight into the record */
+		BeginRecord(ctx, route);
+		body_start = RecordBeginBody(ctx->out, RECORD_UPSERT, route->route_id, id, pk);
+		DocumentAppendRow(ctx->out, route->shape, row->values, row->nulls, id);
+		RecordEndBody(ctx->out, body_start);
+		EndRecord(ctx);
+		return;
+	}
 	initStringInfo(&doc);
 	DocumentAppendRow(&doc, route->shape, row->values, row->nulls, id);
 	EmitChange(ctx, txn, route, RECORD_UPSERT, lsn, id, pk, doc.data);

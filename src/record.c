@@ -42,6 +42,30 @@ RecordWriteChange(StringInfo out, char kind, int32 route_id, const char *id,
 	WriteString(out, body);
 }
 
+/*
+ * Start an upsert record whose body the caller appends straight after (no
+ * intermediate copy of the document); returns what RecordEndBody needs
+ */
+int
+RecordBeginBody(StringInfo out, char kind, int32 route_id, const char *id, const char *pk)
+{
+	pq_sendbyte(out, kind);
+	pq_sendint32(out, route_id);
+	WriteString(out, id);
+	WriteString(out, pk);
+	pq_sendint32(out, 0);		/* body length, set by RecordEndBody */
+	return out->len;
+}
+
+/* Set the body length of a record started by RecordBeginBody */
+void
+RecordEndBody(StringInfo out, int body_start)
+{
+	uint32		len = pg_hton32((uint32) (out->len - body_start));
+
+	memcpy(out->data + body_start - sizeof(uint32), &len, sizeof(uint32));
+}
+
 /* Write the end of a transaction: the LSN that may be confirmed once all is acked */
 void
 RecordWriteCommit(StringInfo out, XLogRecPtr end_lsn, TimestampTz commit_time,

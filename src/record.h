@@ -47,6 +47,9 @@ typedef struct ChangeRecord
 
 extern void RecordWriteChange(StringInfo out, char kind, int32 route_id,
 							  const char *id, const char *pk, const char *body);
+extern int	RecordBeginBody(StringInfo out, char kind, int32 route_id, const char *id,
+							const char *pk);
+extern void RecordEndBody(StringInfo out, int body_start);
 extern void RecordWriteCommit(StringInfo out, XLogRecPtr end_lsn,
 							  TimestampTz commit_time, TransactionId xid);
 extern void RecordWriteTruncate(StringInfo out, int32 route_id);

@@ -322,8 +322,9 @@ PumpUntilBelowBudget(void)
 
 		HandleInterrupts();
 		ResetLatch(MyLatch);
-		if (Forwarding())
-			BatchDispatch();
+		/* full requests first; anything when nothing else would be in flight */
+		if (Forwarding() && BatchDispatch(false) == 0)
+			BatchDispatch(true);
 		else if (!ClientReady && GetCurrentTimestamp() >= NextConfigAttempt)
 			ConfigureClient();
 		wait = HttpInFlight() > 0 || !Forwarding() ? 1000 : BatchNextWakeMs(WORKER_RETRY_MS);
@@ -333,6 +334,31 @@ PumpUntilBelowBudget(void)
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(PumpContext);
 	}
+}
+
+/*
+ * Called from inside decoding. full: the buffer is over budget, send and wait
+ * until Cosmos DB has taken enough. Otherwise settle finished requests and
+ * send full ones without waiting, so requests flow while decoding runs.
+ */
+static void
+PumpFromDecoding(bool full)
+{
+	MemoryContext old;
+
+	if (full)
+	{
+		PumpUntilBelowBudget();
+		return;
+	}
+	if (!Forwarding())
+		return;
+	old = MemoryContextSwitchTo(PumpContext);
+	if (HttpInFlight() > 0)
+		CompleteRequests(0);
+	BatchDispatch(false);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(PumpContext);
 }
 
 /* How long to wait for sockets or the latch this round */
@@ -367,7 +393,7 @@ WorkerTurn(void)
 	if ((!ClientReady && GetCurrentTimestamp() >= NextConfigAttempt) || TokenFileChanged())
 		ConfigureClient();		/* first time, after a failure, or a rewritten token file */
 	if (!DecoderActive() && GetCurrentTimestamp() >= NextDecoderAttempt &&
-		!DecoderStart(PumpUntilBelowBudget, &problem))
+		!DecoderStart(PumpFromDecoding, &problem))
 	{
 		WorkerProblem(problem);
 		NextDecoderAttempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RETRY_MS);
@@ -380,7 +406,7 @@ WorkerTurn(void)
 	if (DecoderActive() && !DeadLettersFull(&problem))
 		more_wal = DecoderRound(BufferBytes(), DECODE_SLICE_MS);
 	if (forwarding && DecoderActive())
-		BatchDispatch();
+		BatchDispatch(true);
 	if (DecoderActive())
 		CompleteRequests(forwarding ? WaitTimeMs(more_wal) :
 						 (more_wal && BatchPendingBytes() < BufferBytes() ? 0 : CosmosSinkPollIntervalMs));

@@ -1,7 +1,7 @@
 // cosmos_sink benchmark: one command, one machine, one report.
 //
 //   sudo test/bench/run [--quick] [--only a,b,c,d,e,f,g] [--no-perf] [--wait-quiet SECONDS]
-//                       [--diy-api bulk|executeBulkOperations] [--diy-chunk N] [--out FILE] [--png FILE]
+//                       [--diy-api bulk|executeBulkOperations] [--diy-chunk N] [--out FILE] [--png FILE] [--perf-keep DIR]
 //   BENCH_JSON=results.json sudo test/bench/run ...   also keep the raw results;
 //   node test/bench/bench.mjs --from-json results.json  re-renders the report and plot only
 //
@@ -18,7 +18,7 @@
 // Writes test/bench/BENCHMARKS.md and test/bench/bench.png. Every process it
 // starts is stopped at the end, also on failure or Ctrl-C.
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,6 +46,7 @@ const ONLY = new Set(opt('only', 'a,b,c,d,e,f,g').split(','));
 const OUT = path.resolve(opt('out', path.join(here, 'BENCHMARKS.md')));
 const PNG = path.resolve(opt('png', path.join(here, 'bench.png')));
 const USE_PERF = !flag('no-perf');
+const PERF_KEEP = opt('perf-keep', null);	// keep the raw perf data (call graphs) in this folder
 const EXTRA_CONF = Object.fromEntries(argv.flatMap((a, i) => (a === '--conf' && argv[i + 1] ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])));
 const NULL_WORKLOADS = opt('workloads', 'hi,lo,small').split(',');
 const WAIT_QUIET = Number(opt('wait-quiet', '0')); // seconds to wait for other processes to leave the cores alone
@@ -378,6 +379,7 @@ function startPerf(pid) {
 async function stopPerf(p) {
   if (!p) return null;
   await killChild(p.child, 'SIGINT');
+  if (PERF_KEEP) copyFileSync(p.file, path.join(PERF_KEEP, path.basename(p.file)));
   const r = spawnSync('perf', ['report', '-i', p.file, '--stdio', '--no-children', '--sort', 'dso,symbol', '-g', 'none',
     '--percent-limit', '1.5'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
   const lines = (r.stdout || '').split('\n').filter((l) => /^\s+\d+\.\d+%/.test(l)).slice(0, 18)
