@@ -156,6 +156,33 @@ SELECT d.id, d.doc = to_jsonb(t) || jsonb_build_object('id', t.id::text) AS doc_
        d.doc->'c_added' AS c_added
   FROM decoded d JOIN types_staging t USING (id) WHERE d.id = 5;
 
+-- text escaping byte for byte as escape_json() (to_json) writes it: every
+-- character that needs escaping, and a few that do not, at every position of
+-- strings of 0..20 bytes (text, varchar and char take the in-place path)
+CREATE TABLE escape_probe (id int PRIMARY KEY, pk text NOT NULL, t text, v varchar(40), c char(30));
+SELECT count(*) FROM cosmos_sink.add_route('escape_probe', 'shop', 'escapes', 'pk');
+INSERT INTO escape_probe
+SELECT row_number() OVER (), 'p', s, s, s
+  FROM (SELECT repeat('a', pos) || ch || repeat('b', len - pos - 1) AS s
+          FROM generate_series(1, 20) len, generate_series(0, 19) pos,
+               unnest(ARRAY['"', E'\\', E'\n', E'\t', E'\r', E'\b', E'\f', E'\x01', E'\x1f', ' ', '!', '#',
+                            '[', ']', '~', E'\x7f', 'é', '😀', '/', '''']) ch
+         WHERE pos < len
+        UNION ALL SELECT '' UNION ALL SELECT repeat(E'"\\\n', 9)) x;
+WITH decoded AS (
+  SELECT (data::jsonb->>'id')::int AS id, data AS raw, data::jsonb->'document' AS doc
+    FROM pg_logical_slot_peek_changes('regress_types', NULL, NULL, 'format', 'json')
+   WHERE data::jsonb->>'container' = 'escapes'
+)
+SELECT count(*) AS rows,
+       count(*) FILTER (WHERE d.doc = to_jsonb(e) || jsonb_build_object('id', e.id::text)) AS same_jsonb,
+       count(*) FILTER (WHERE strpos(d.raw, '"t":' || to_json(e.t)::text || ',') > 0
+                          AND strpos(d.raw, '"v":' || to_json(e.v)::text || ',') > 0
+                          AND strpos(d.raw, '"c":' || to_json(e.c)::text || ',') > 0) AS same_bytes
+  FROM escape_probe e JOIN decoded d USING (id);
+SELECT count(*) FROM cosmos_sink.remove_route('escape_probe');
+DROP TABLE escape_probe;
+
 SELECT pg_drop_replication_slot('regress_types');
 SELECT count(*) FROM cosmos_sink.remove_route('types_staging');
 DROP TABLE types_staging;

@@ -90,23 +90,51 @@
 #if PG_VERSION_NUM >= 170000
 #define CompatEscapeJsonLen(out, s, len) escape_json_with_len((out), (s), (len))
 #else
+#define JSON_BYTES_ONES		UINT64CONST(0x0101010101010101)
+#define JSON_BYTES_HIGHS	UINT64CONST(0x8080808080808080)
+
+/* Whether a byte of w (8 bytes of text) needs escaping: < 0x20, '"' or '\\' */
+static inline bool
+JsonWordNeedsEscape(uint64 w)
+{
+	uint64		quote = w ^ (JSON_BYTES_ONES * '"');
+	uint64		backslash = w ^ (JSON_BYTES_ONES * '\\');
+
+	return ((((w - JSON_BYTES_ONES * 0x20) & ~w) |
+			 ((quote - JSON_BYTES_ONES) & ~quote) |
+			 ((backslash - JSON_BYTES_ONES) & ~backslash)) & JSON_BYTES_HIGHS) != 0;
+}
+
 static inline void
 CompatEscapeJsonLen(StringInfo out, const char *s, int len)
 {
 	const char *run = s;
 	const char *end = s + len;
-	const char *p;
+	const char *p = s;
 
 	enlargeStringInfo(out, len + 2);
 	out->data[out->len++] = '"';
-	for (p = s; p < end; p++)
+	while (p < end)
 	{
-		unsigned char c = (unsigned char) *p;
+		unsigned char c;
 
+		/* skip 8 plain bytes at a time (most text has nothing to escape) */
+		if (end - p >= 8)
+		{
+			uint64		w;
+
+			memcpy(&w, p, sizeof(w));
+			if (!JsonWordNeedsEscape(w))
+			{
+				p += 8;
+				continue;
+			}
+		}
+		c = (unsigned char) *p++;
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
-		appendBinaryStringInfo(out, run, p - run);
-		run = p + 1;
+		appendBinaryStringInfo(out, run, p - 1 - run);
+		run = p;
 		switch (c)
 		{
 			case '\b':
