@@ -207,6 +207,7 @@ NewChange(const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn)
 	change->doc = p;
 	memcpy(p, rec->body, change->doc_len);
 	p[change->doc_len] = '\0';
+	change->pk_hash = hash_bytes((const unsigned char *) change->pk, change->pk_len);
 	PendingBytes += ChangeSize(change);
 	PendingChanges++;
 	return change;
@@ -286,13 +287,13 @@ ChangeIsPoison(SinkRoute *route, Change *change)
 	return false;
 }
 
-/* Hash of a document's key: route, partition key and id */
+/* Hash of a document's key: route, partition key (hashed already) and id */
 static uint32
-DocumentKeyHash(int32 route_id, const char *pk, int pk_len, const char *id, int id_len)
+DocumentKeyHash(int32 route_id, uint32 pk_hash, const char *id, int id_len)
 {
 	uint32		hash = hash_bytes((const unsigned char *) id, id_len);
 
-	hash = hash_combine(hash, hash_bytes((const unsigned char *) pk, pk_len));
+	hash = hash_combine(hash, pk_hash);
 	return hash_combine(hash, murmurhash32((uint32) route_id));
 }
 
@@ -305,8 +306,7 @@ SlotFor(SinkRoute *route, Change *change)
 	SlotEntry  *entry;
 	bool		found;
 
-	probe.hash = DocumentKeyHash(route->route_id, change->pk, change->pk_len,
-								 change->id, change->id_len);
+	probe.hash = DocumentKeyHash(route->route_id, change->pk_hash, change->id, change->id_len);
 	probe.route = route;
 	probe.id = change->id;
 	probe.id_len = change->id_len;
@@ -524,13 +524,23 @@ DispatchMetadata(SinkRoute *route, TimestampTz now)
 	}
 }
 
-/* Order changes by partition key value (then keep arrival order) */
+/* Whether two changes have the same partition key */
+static inline bool
+SamePk(const Change *a, const Change *b)
+{
+	return a->pk_hash == b->pk_hash && a->pk_len == b->pk_len &&
+		memcmp(a->pk, b->pk, a->pk_len) == 0;
+}
+
+/* Order changes so that equal partition keys are adjacent (by hash, then value) */
 static int
 ComparePk(const void *a, const void *b)
 {
 	const Change *ca = *(Change *const *) a;
 	const Change *cb = *(Change *const *) b;
 
+	if (ca->pk_hash != cb->pk_hash)
+		return ca->pk_hash < cb->pk_hash ? -1 : 1;
 	return strcmp(ca->pk, cb->pk);
 }
 
@@ -615,7 +625,7 @@ SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
 		CosmosBodyStart(&body);
 		while (end < n && end - start < max_ops)
 		{
-			if (atomic && strcmp(ops[end]->pk, ops[start]->pk) != 0)
+			if (atomic && !SamePk(ops[end], ops[start]))
 				break;
 			if (!atomic && ops[end]->range != range)
 				break;
@@ -700,7 +710,7 @@ DispatchWrites(SinkRoute *route, int free_requests)
 	{
 		int			j = i + 1;
 
-		while (j < nupserts && strcmp(upserts[j]->pk, upserts[i]->pk) == 0)
+		while (j < nupserts && SamePk(upserts[j], upserts[i]))
 			j++;
 		if (j - i >= BATCH_MIN_SAME_PK)
 			SubmitChunks(route, upserts + i, j - i, true);

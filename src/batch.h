@@ -66,6 +66,7 @@ typedef struct Change
 	XLogRecPtr	lsn;
 	int			attempts;
 	int			range;			/* physical range index, set when dispatched in bulk */
+	uint32		pk_hash;		/* of the partition key JSON, to group changes by key */
 	int32		id_len;
 	int32		pk_len;
 	int32		doc_len;

@@ -135,8 +135,8 @@ GucInit(void)
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	DefineCustomIntVariable("cosmos_sink.buffer_size",
-							"Memory for changes decoded but not yet acknowledged.",
-							"When full, decoding waits for Cosmos DB: lag grows instead of memory.",
+							"Memory of the worker: half for changes decoded but not yet acknowledged, half for decoding.",
+							"When the first half is full, decoding waits for Cosmos DB (lag grows instead of memory); the second half is the worker's logical_decoding_work_mem (bigger transactions spill to disk).",
 							&CosmosSinkBufferSizeKb, 64 * 1024, 1024, 4 * 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("cosmos_sink.poll_interval_ms",

@@ -49,11 +49,29 @@ static XLogRecPtr LastSavedLsn = InvalidXLogRecPtr;
 static MemoryContext LoopContext = NULL;
 static MemoryContext PumpContext = NULL;	/* sending from inside decoding */
 
-/* Budget for changes held in memory */
+/*
+ * cosmos_sink.buffer_size bounds the worker's memory: half holds changes
+ * decoded but not yet acknowledged, half is the reorder buffer (see
+ * ApplyDecodingMemory). This is the first half.
+ */
 static Size
 BufferBytes(void)
 {
-	return (Size) CosmosSinkBufferSizeKb * 1024;
+	return (Size) CosmosSinkBufferSizeKb * 1024 / 2;
+}
+
+/*
+ * Give the reorder buffer the other half of cosmos_sink.buffer_size, in
+ * place of logical_decoding_work_mem (for this process only): a bigger
+ * transaction spills to disk, as it would in a walsender.
+ */
+static void
+ApplyDecodingMemory(void)
+{
+	char		value[32];
+
+	snprintf(value, sizeof(value), "%d", Max(CosmosSinkBufferSizeKb / 2, 64));
+	SetConfigOption("logical_decoding_work_mem", value, PGC_USERSET, PGC_S_OVERRIDE);
 }
 
 /* Register the worker; called from _PG_init under shared_preload_libraries */
@@ -123,6 +141,7 @@ ReloadConfig(void)
 {
 	ConfigReloadPending = false;
 	ProcessConfigFile(PGC_SIGHUP);
+	ApplyDecodingMemory();
 	ConfigureClient();
 }
 
@@ -468,6 +487,7 @@ CosmosSinkWorkerMain(Datum arg)
 	DeadLetterInit();
 
 	WaitForPrerequisites();
+	ApplyDecodingMemory();
 	if (CosmosSinkEnabled)
 		ConfigureClient();
 

@@ -1,11 +1,12 @@
 // One transaction far larger than the worker's buffer: 200k rows committed at
-// once stream through a 4 MB buffer (decoding waits for Cosmos DB instead of
-// growing memory), and every document arrives. The rows are spread over ten
+// once stream through a 4 MB buffer (the reorder buffer spills to disk, decoding
+// waits for Cosmos DB instead of growing memory), and every document arrives. The rows are spread over ten
 // routed tables because the emulator's queries cost O(n^2) in the size of a
 // container, which would make reading one 200k-document container back take
 // a quarter of an hour; the transaction, and the worker's path, are the same.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { startSink } from '../lib/sink.mjs';
 
 const TABLES = 10;
@@ -26,9 +27,21 @@ test('one transaction of 200k rows streams through a 4 MB buffer', async () => {
     inserts.push(`INSERT INTO big_${t} SELECT g, 'c' || (g % 101), g, 'NEW', repeat('p', 100), '2024-01-01'
       FROM generate_series(1, ${ROWS_PER_TABLE}) g;`);
   }
+  const { worker_pid: pid } = await sink.status();
+  const hwm = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
+  const hwmBefore = hwm();
   await sink.pg.psql(`BEGIN;\n${inserts.join('\n')}\nCOMMIT;`);
   const st = await sink.waitCaughtUp({ timeoutMs: 600000 });
   assert.equal(st.last_error, null);
+  assert.equal(st.worker_pid, pid, 'the same worker did it all');
+  // the reorder buffer had half of the 4 MB (not logical_decoding_work_mem's
+  // 64 MB, which would have held these ~50 MB of rows): the transaction spilled,
+  // and the worker's peak memory grew by little more than the buffer
+  const [slot] = await sink.pg.query(`SELECT spill_txns, spill_bytes FROM pg_stat_replication_slots
+    WHERE slot_name = 'cosmos_sink'`);
+  assert.ok(Number(slot.spill_txns) >= 1 && Number(slot.spill_bytes) > 20e6, `spilled: ${JSON.stringify(slot)}`);
+  const grown = hwm() - hwmBefore;
+  assert.ok(grown < 24, `peak RSS grew by ${grown.toFixed(1)} MB (from ${hwmBefore.toFixed(1)} MB)`);
   let total = 0;
   for (let t = 0; t < TABLES; t++) {
     const r = await sink.verify(`big_${t}`, 'order_id', `big_${t}`);
