@@ -9,12 +9,10 @@
 #include <limits.h>
 #include <math.h>
 
-#include "catalog/pg_type.h"
 #include "common/jsonapi.h"
 #include "common/string.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -1572,7 +1570,8 @@ PG_FUNCTION_INFO_V1(cosmos_test_batch_bodies);
 
 /*
  * batch_bodies(jsonb ops, max_bytes) -> the bodies the ops are split into by
- * size, as the worker splits by cosmos_sink.batch_max_bytes
+ * size, as the worker splits by cosmos_sink.batch_max_bytes, one per line
+ * (a body never holds a raw newline)
  */
 Datum
 cosmos_test_batch_bodies(PG_FUNCTION_ARGS)
@@ -1580,9 +1579,10 @@ cosmos_test_batch_bodies(PG_FUNCTION_ARGS)
 	int			nops;
 	CosmosOp   *ops = TestOpsFromJsonb(PG_GETARG_JSONB_P(0), &nops);
 	int			max_bytes = PG_GETARG_INT32(1);
-	ArrayBuildState *bodies = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+	StringInfoData bodies;
 	int			i = 0;
 
+	initStringInfo(&bodies);
 	while (i < nops)
 	{
 		StringInfoData body;
@@ -1592,12 +1592,12 @@ cosmos_test_batch_bodies(PG_FUNCTION_ARGS)
 		while (i < nops && CosmosBodyAddOp(&body, &ops[i], max_bytes))
 			i++;
 		CosmosBodyFinish(&body);
-		accumArrayResult(bodies, PointerGetDatum(cstring_to_text_with_len(body.data, body.len)),
-						 false, TEXTOID, CurrentMemoryContext);
+		if (bodies.len > 0)
+			appendStringInfoChar(&bodies, '\n');
+		appendBinaryStringInfo(&bodies, body.data, body.len);
+		pfree(body.data);
 	}
-	if (nops == 0)
-		PG_RETURN_NULL();
-	PG_RETURN_DATUM(makeArrayResult(bodies, CurrentMemoryContext));
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(bodies.data, bodies.len));
 }
 
 PG_FUNCTION_INFO_V1(cosmos_test_pk_header);

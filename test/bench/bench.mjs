@@ -2,6 +2,7 @@
 //
 //   sudo test/bench/run [--quick] [--only a,b,c,d,e,f,g] [--no-perf] [--wait-quiet SECONDS]
 //                       [--diy-api bulk|executeBulkOperations] [--diy-chunk N] [--out FILE] [--png FILE] [--perf-keep DIR]
+//                       [--builds label=rev|dir,... [--build-workloads hi,lo]]
 //   BENCH_JSON=results.json sudo test/bench/run ...   also keep the raw results;
 //   node test/bench/bench.mjs --from-json results.json  re-renders the report and plot only
 //
@@ -18,7 +19,7 @@
 // Writes test/bench/BENCHMARKS.md and test/bench/bench.png. Every process it
 // starts is stopped at the end, also on failure or Ctrl-C.
 import { spawn, spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -47,6 +48,9 @@ const OUT = path.resolve(opt('out', path.join(here, 'BENCHMARKS.md')));
 const PNG = path.resolve(opt('png', path.join(here, 'bench.png')));
 const USE_PERF = !flag('no-perf');
 const PERF_KEEP = opt('perf-keep', null);	// keep the raw perf data (call graphs) in this folder
+// --builds label=git-rev-or-dir,...: the same WAL through other builds too (before/after of each change)
+const BUILDS = opt('builds', '').split(',').filter(Boolean).map((b) => { const [label, src] = b.split(/=(.*)/s); return { label, src }; });
+const BUILD_WORKLOADS = new Set(opt('build-workloads', 'hi,lo').split(','));
 const EXTRA_CONF = Object.fromEntries(argv.flatMap((a, i) => (a === '--conf' && argv[i + 1] ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])));
 const NULL_WORKLOADS = opt('workloads', 'hi,lo,small').split(',');
 const WAIT_QUIET = Number(opt('wait-quiet', '0')); // seconds to wait for other processes to leave the cores alone
@@ -457,7 +461,7 @@ async function runDiy(pg, { slot, table, endpoint, container, expect, timeoutMs 
  * One workload over one endpoint: pause the worker, make the slots, load, measure the
  * decode ceiling (optional), cosmos_sink end to end, the DIY peer (optional), then clean up.
  */
-async function runWorkload(pg, w, { endpoint, kind, ne, decode = true, diy = true, diyAlt = false, emulator = null, perf = false }) {
+async function runWorkload(pg, w, { endpoint, kind, ne, decode = true, diy = true, diyAlt = false, emulator = null, perf = false, builds = false }) {
   const r = { workload: w, kind };
   const { table } = w;
   const pub = `pub_${table}`;
@@ -484,6 +488,12 @@ async function runWorkload(pg, w, { endpoint, kind, ne, decode = true, diy = tru
   const variants = !diy ? [] : diyAlt ? [['diy', DIY_API, DIY_CHUNK], ['diyAlt', DIY_ALT.api, DIY_ALT.chunk]] : [['diy', DIY_API, DIY_CHUNK]];
   for (const [key] of variants) slots.push([`${table}_${key.toLowerCase()}`, 'wal2json']);
   for (const [s, plugin] of slots) await pg.query('SELECT pg_create_logical_replication_slot($1, $2)', [s, plugin]);
+  // other builds read the same WAL from copies of the worker's slot
+  const buildSlots = builds ? BUILDS.map((b, i) => `${table}_build${i}`) : [];
+  for (const s of buildSlots) {
+    await pg.query("SELECT pg_copy_logical_replication_slot(current_setting('cosmos_sink.slot_name'), $1)", [s]);
+    slots.push([s]);
+  }
 
   // load
   const [{ l0 }] = await pg.query('SELECT pg_current_wal_lsn() AS l0');
@@ -554,6 +564,8 @@ async function runWorkload(pg, w, { endpoint, kind, ne, decode = true, diy = tru
     + `${ne ? `, endpoint CPU ${(r.cs.endpoint.cpu * 100).toFixed(0)}%, live ids ${r.cs.endpoint.live}/${r.liveRows}` : ''}`
     + `; other processes ${(cpu.foreign * 100).toFixed(0)}% of a core${cpu.top.length ? ` (${cpu.top.join(', ')})` : ''})`);
 
+  if (builds) r.builds = await runBuilds(pg, table, l1, r.changes, ne, buildSlots);
+
   // (d) DIY peer
   for (const [key, api, chunk] of variants) {
     if (ne) await ne.reset();
@@ -584,6 +596,73 @@ async function runWorkload(pg, w, { endpoint, kind, ne, decode = true, diy = tru
   await pg.query(`DROP TABLE ${table}`);
   await pg.query('CHECKPOINT');
   return r;
+}
+
+/** Build every --builds source once (a git revision is exported into the scratch folder) */
+function prepareBuilds() {
+  for (const b of BUILDS) {
+    if (existsSync(b.src) && statSync(b.src).isDirectory()) {
+      b.dir = path.resolve(b.src);
+      b.rev = sh('git', ['-C', b.dir, 'rev-parse', '--short', 'HEAD']) ?? b.src;
+    } else {
+      b.rev = sh('git', ['-C', repoRoot, 'rev-parse', '--short', b.src]);
+      if (!b.rev) throw new Error(`--builds ${b.label}=${b.src}: neither a folder nor a git revision`);
+      b.dir = path.join(scratch, `build-${b.label}`);
+      mkdirSync(b.dir, { recursive: true });
+      const r = spawnSync('sh', ['-c', `git -C '${repoRoot}' archive '${b.src}' | tar -x -C '${b.dir}'`], { stdio: 'inherit' });
+      if (r.status !== 0) throw new Error(`git archive ${b.src} failed`);
+    }
+    const m = spawnSync('make', ['-s', '-C', b.dir], { stdio: ['ignore', 'ignore', 'inherit'] });
+    if (m.status !== 0) throw new Error(`build ${b.label} (${b.dir}) failed`);
+    log(`build ${b.label}: ${b.rev} in ${b.dir}`);
+  }
+}
+
+function installBuild(dir) {
+  const m = spawnSync('make', ['-s', '-C', dir, 'install'], { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (m.status !== 0) throw new Error(`make install in ${dir} failed`);
+}
+
+/**
+ * The same WAL through each --builds build, in turn: install it, restart the
+ * server with the worker disabled on a copy of the slot, enable it and time
+ * until every change is confirmed. The tree under test is reinstalled after.
+ */
+async function runBuilds(pg, table, endLsn, changes, ne, buildSlots) {
+  const out = [];
+  try {
+    for (const [i, b] of BUILDS.entries()) {
+      installBuild(b.dir);
+      await pg.setConf({ 'cosmos_sink.slot_name': buildSlots[i], 'cosmos_sink.enabled': 'off' }, { reload: false });
+      await pg.restart();
+      roots.add(pg.postmasterPid());
+      await waitState(pg, 'paused');
+      const pid = (await status(pg)).worker_pid;
+      const cpu0 = procCpuMs(pid);
+      if (ne) await ne.reset();
+      const t0 = now();
+      await pg.setConf({ 'cosmos_sink.enabled': null });
+      const done = await waitConfirmed(pg, endLsn, t0);
+      const stats = await containerStats(pg, table);
+      const e = ne ? await ne.stats() : null;
+      const res = {
+        label: b.label, src: b.src, rev: b.rev, seconds: done.seconds, rate: changes / done.seconds,
+        workerCpu: (procCpuMs(pid) - cpu0) / 1000 / done.seconds, requests: stats.requests, avgOps: stats.avgBatchOps,
+        endpointCpu: e ? e.cpuMs / 1000 / done.seconds : null, endpointOps: e?.ops ?? null,
+      };
+      out.push(res);
+      log(`  build ${b.label} (${b.rev}): ${changes} changes in ${done.seconds.toFixed(2)} s = ${rate(changes, done.seconds)}/s `
+        + `(worker CPU ${(res.workerCpu * 100).toFixed(0)}%, ${res.requests} requests, ${res.avgOps?.toFixed(1)} ops/request`
+        + `${e ? `, endpoint CPU ${(res.endpointCpu * 100).toFixed(0)}%` : ''})`);
+    }
+  } finally {
+    installBuild(repoRoot);
+    await pg.setConf({ 'cosmos_sink.slot_name': null, 'cosmos_sink.enabled': null }, { reload: false });
+    await pg.restart();
+    roots.add(pg.postmasterPid());
+    await waitState(pg, 'idle', 60000).catch(() => {});
+  }
+  return out;
 }
 
 const rate = (n, s) => fmtNum(n / s);
@@ -837,6 +916,7 @@ async function main() {
   }
   scratch = makeScratchDir('cosmos_sink_bench_', { owner: 'postgres' });
   cleanup.add(() => removeDir(scratch));
+  prepareBuilds();
   certs = await generateCerts(path.join(scratch, 'certs'));
   keyFile = writeSecretFile(scratch, 'cosmos.key', `${EMULATOR_KEY}\n`);
   const W = workloads();
@@ -864,7 +944,8 @@ async function main() {
     try {
       for (const key of NULL_WORKLOADS) {
         R.null[key] = await runWorkload(pg, W[key], { endpoint: ne.endpoint, kind: 'null endpoint', ne,
-          diy: ONLY.has('d') && key !== 'small', diyAlt: key === 'hi', decode: true, perf: key === 'hi' });
+          diy: ONLY.has('d') && key !== 'small', diyAlt: key === 'hi', decode: true, perf: key === 'hi',
+          builds: BUILDS.length > 0 && BUILD_WORKLOADS.has(key) });
       }
       // (e) latency at a fixed offered rate
       if (ONLY.has('e')) {

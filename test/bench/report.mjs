@@ -135,8 +135,30 @@ export function report(R, { png }) {
       + `${(R.capacity.trials ?? [R.capacity.opsPerSecond]).map(k).join(', ')} ops/s; requests of 100 ~1 KB ops over 16 keep-alive TLS connections, `
       + 'fired by a load generator in the bench\'s own Node process, which shares the 2 cores with the endpoint). '
       + (runs.length ? `During the cosmos_sink runs the endpoint used ${runs.map((w) => pct(w.cs.endpoint.cpu)).join(' / ')} of one core `
-        + `while serving ${runs.map((w) => k(w.cs.endpoint.ops / w.cs.seconds)).join(' / ')} ops/s, i.e. about ${implied.map(k).join(' / ')} ops/s per core: `
-        + 'it was not the bottleneck.' : ''), '');
+        + `while serving ${runs.map((w) => k(w.cs.endpoint.ops / w.cs.seconds)).join(' / ')} ops/s, i.e. about ${implied.map(k).join(' / ')} ops/s per core`
+        + (runs.some((w) => w.cs.endpoint.cpu > 0.8)
+          ? ' (parsing each body and keeping every live id to check the result): it used most of the second core, so on this 2-core machine '
+            + 'the worker and the endpoint together are what the machine can do; with a core of its own the endpoint would not be a limit.'
+          : ': it was not the bottleneck.') : ''), '');
+  }
+
+  // ---- before/after of each change: other builds over the same WAL ----
+  const built = [['1 KB, high-card pk', hi], ['1 KB, low-card pk', lo], ['200 B, high-card pk', small]].filter(([, w]) => w?.builds?.length);
+  if (built.length) {
+    L.push('## Before and after each change (same WAL, same run)', '');
+    L.push('Each build below read the very same WAL from its own copy of the worker\'s slot, one after the other in this run '
+      + '(`--builds`: the build is installed, the server restarted with the worker disabled, then enabled and timed until every change '
+      + 'is confirmed). × previous is the ratio to the row above, × first to the first build.', '');
+    L.push('| workload | build | source | seconds | changes/s | × previous | × first | worker CPU | requests | ops/request | endpoint CPU |',
+      '|---|---|---|---|---|---|---|---|---|---|---|');
+    for (const [label, w] of built) {
+      w.builds.forEach((b, i) => {
+        const prev = i > 0 ? w.builds[i - 1] : null;
+        L.push(`| ${label} | ${b.label} | \`${b.rev}\` | ${b.seconds.toFixed(2)} | **${k(b.rate)}** | ${prev ? `${(b.rate / prev.rate).toFixed(2)}×` : '—'} `
+          + `| ${(b.rate / w.builds[0].rate).toFixed(2)}× | ${pct(b.workerCpu)} | ${f(b.requests)} | ${f(b.avgOps, 1)} | ${pct(b.endpointCpu)} |`);
+      });
+    }
+    L.push('');
   }
 
   // ---- latency ----
