@@ -2,7 +2,7 @@
 //
 //   sudo test/bench/run [--quick] [--only a,b,c,d,e,f,g] [--no-perf] [--wait-quiet SECONDS]
 //                       [--diy-api bulk|executeBulkOperations] [--diy-chunk N] [--out FILE] [--png FILE] [--perf-keep DIR]
-//                       [--builds label=rev|dir,... [--build-workloads hi,lo]]
+//                       [--builds label=rev[:patch]|dir,... [--build-workloads hi,lo]]
 //   BENCH_JSON=results.json sudo test/bench/run ...   also keep the raw results;
 //   node test/bench/bench.mjs --from-json results.json  re-renders the report and plot only
 //
@@ -48,7 +48,7 @@ const OUT = path.resolve(opt('out', path.join(here, 'BENCHMARKS.md')));
 const PNG = path.resolve(opt('png', path.join(here, 'bench.png')));
 const USE_PERF = !flag('no-perf');
 const PERF_KEEP = opt('perf-keep', null);	// keep the raw perf data (call graphs) in this folder
-// --builds label=git-rev-or-dir,...: the same WAL through other builds too (before/after of each change)
+// --builds label=rev[:patch]|dir,...: the same WAL through other builds too (before/after of each change)
 const BUILDS = opt('builds', '').split(',').filter(Boolean).map((b) => { const [label, src] = b.split(/=(.*)/s); return { label, src }; });
 const BUILD_WORKLOADS = new Set(opt('build-workloads', 'hi,lo').split(','));
 const EXTRA_CONF = Object.fromEntries(argv.flatMap((a, i) => (a === '--conf' && argv[i + 1] ? [argv[i + 1].split(/=(.*)/s).slice(0, 2)] : [])));
@@ -605,12 +605,19 @@ function prepareBuilds() {
       b.dir = path.resolve(b.src);
       b.rev = sh('git', ['-C', b.dir, 'rev-parse', '--short', 'HEAD']) ?? b.src;
     } else {
-      b.rev = sh('git', ['-C', repoRoot, 'rev-parse', '--short', b.src]);
+      // rev, or rev:patch (a variant: the revision with a patch applied, e.g. test/bench/variants/*.patch)
+      const [rev, patch] = b.src.split(':');
+      b.rev = sh('git', ['-C', repoRoot, 'rev-parse', '--short', rev]);
       if (!b.rev) throw new Error(`--builds ${b.label}=${b.src}: neither a folder nor a git revision`);
       b.dir = path.join(scratch, `build-${b.label}`);
       mkdirSync(b.dir, { recursive: true });
-      const r = spawnSync('sh', ['-c', `git -C '${repoRoot}' archive '${b.src}' | tar -x -C '${b.dir}'`], { stdio: 'inherit' });
-      if (r.status !== 0) throw new Error(`git archive ${b.src} failed`);
+      const r = spawnSync('sh', ['-c', `git -C '${repoRoot}' archive '${rev}' | tar -x -C '${b.dir}'`], { stdio: 'inherit' });
+      if (r.status !== 0) throw new Error(`git archive ${rev} failed`);
+      if (patch) {
+        const p = spawnSync('patch', ['-s', '-p1', '-d', b.dir, '-i', path.resolve(repoRoot, patch)], { stdio: 'inherit' });
+        if (p.status !== 0) throw new Error(`--builds ${b.label}: ${patch} does not apply to ${rev}`);
+        b.rev += ` + ${path.basename(patch)}`;
+      }
     }
     const m = spawnSync('make', ['-s', '-C', b.dir], { stdio: ['ignore', 'ignore', 'inherit'] });
     if (m.status !== 0) throw new Error(`build ${b.label} (${b.dir}) failed`);
