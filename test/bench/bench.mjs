@@ -219,6 +219,7 @@ async function startBenchPg(endpoint, conf = {}) {
       'cosmos_sink.key_file': keyFile,
       max_wal_size: '4GB',
       checkpoint_timeout: '30min',
+      max_replication_slots: '32',	// the decode ceilings, the DIY peers and one per --builds build
       ...conf,
       ...EXTRA_CONF,
     },
