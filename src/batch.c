@@ -155,15 +155,21 @@ BatchRoute(const ChangeRecord *rec)
 	CosmosRouteUrls(route);
 }
 
-/* The route of a change record; a change before its route record is a bug */
+/*
+ * The route of a change record (the last one is remembered: changes come in
+ * runs of one table; routes are never removed from the table). A change
+ * before its route record is a bug.
+ */
 static SinkRoute *
 RouteOf(const ChangeRecord *rec)
 {
-	SinkRoute  *route = BatchFindRoute(rec->route_id);
+	static SinkRoute *last = NULL;
 
-	if (route == NULL)
+	if (last == NULL || last->route_id != rec->route_id)
+		last = BatchFindRoute(rec->route_id);
+	if (last == NULL)
 		elog(ERROR, "cosmos_sink: change for unknown route %d", rec->route_id);
-	return route;
+	return last;
 }
 
 /* Memory a change holds */

@@ -257,7 +257,7 @@ AppendOp(StringInfo out, const CosmosOp *op)
 	AppendOpHead(out, op);
 	if (op->kind == COSMOS_OP_UPSERT)
 		appendBinaryStringInfo(out, op->doc, op->doc_len);
-	appendStringInfoChar(out, '}');
+	appendStringInfoCharMacro(out, '}');
 }
 
 /* Start the JSON array body of a batch or bulk request (out holds only the body) */
@@ -279,7 +279,7 @@ CosmosBodyAddOp(StringInfo out, const CosmosOp *op, int max_bytes)
 	bool		first = out->len <= 1;
 
 	if (!first)
-		appendStringInfoChar(out, ',');
+		appendStringInfoCharMacro(out, ',');
 	AppendOp(out, op);
 	if (first || out->len + 1 <= max_bytes)
 		return true;

@@ -202,7 +202,7 @@ DocumentShapeBuild(TupleDesc desc)
 static void
 AppendNumeric(StringInfo out, const char *text)
 {
-	if (strchr(text, 'N') != NULL || strchr(text, 'n') != NULL)
+	if (strpbrk(text, "Nn") != NULL)
 		escape_json(out, text);
 	else
 		appendStringInfoString(out, text);
@@ -247,15 +247,15 @@ DocumentAppendValue(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type
 			break;
 		case JSONCAT_DATE:
 			JsonEncodeDateTime(buf, value, DATEOID, NULL);
-			escape_json(out, buf);
+			CompatEscapeJsonLen(out, buf, strlen(buf));
 			break;
 		case JSONCAT_TIMESTAMP:
 			JsonEncodeDateTime(buf, value, TIMESTAMPOID, NULL);
-			escape_json(out, buf);
+			CompatEscapeJsonLen(out, buf, strlen(buf));
 			break;
 		case JSONCAT_TIMESTAMPTZ:
 			JsonEncodeDateTime(buf, value, TIMESTAMPTZOID, NULL);
-			escape_json(out, buf);
+			CompatEscapeJsonLen(out, buf, strlen(buf));
 			break;
 		case JSONCAT_JSON:
 			appendStringInfoString(out, OutputFunctionCall(&type->outfunc, value));
@@ -379,7 +379,7 @@ DocumentAppendRow(StringInfo out, DocumentShape *shape, Datum *values,
 {
 	int			i;
 
-	appendStringInfoChar(out, '{');
+	appendStringInfoCharMacro(out, '{');
 	for (i = 0; i < shape->natts; i++)
 	{
 		DocumentColumn *col = &shape->columns[i];
@@ -388,11 +388,11 @@ DocumentAppendRow(StringInfo out, DocumentShape *shape, Datum *values,
 			continue;
 		appendBinaryStringInfo(out, col->key, col->key_len);
 		DocumentAppendValue(out, values[i], nulls[i], col->type);
-		appendStringInfoChar(out, ',');
+		appendStringInfoCharMacro(out, ',');
 	}
 	appendBinaryStringInfo(out, "\"id\":", 5);
 	CompatEscapeJsonLen(out, id, strlen(id));
-	appendStringInfoChar(out, '}');
+	appendStringInfoCharMacro(out, '}');
 }
 
 /* The value as text (its type's output function), as used for document ids */
