@@ -30,6 +30,7 @@
 #define BACKOFF_BASE_MS			100
 #define BACKOFF_MAX_MS			30000
 #define CONFIG_RETRY_MS			10000
+#define HOLD_BACK_MAX_MS		50		/* longest wait for a fuller request while decoding */
 
 /* An entry of the slot table: the slot and its hash (compared before keys) */
 typedef struct SlotEntry
@@ -61,7 +62,7 @@ SlotSameDocument(const DocSlot *a, const DocSlot *b)
 #include "lib/simplehash.h"
 
 static MemoryContext BatchContext = NULL;
-static MemoryContext ChangeContext = NULL;	/* changes and slots: exact sizes, freed by block */
+static MemoryContext ChangeContext = NULL;	/* parent of the routes' change memory */
 static HTAB *Routes = NULL;		/* route_id -> SinkRoute */
 static slots_hash *Slots = NULL;	/* (route, pk, id) -> DocSlot */
 static Size PendingBytes = 0;
@@ -81,8 +82,8 @@ BatchInit(void)
 
 	BatchContext = AllocSetContextCreate(TopMemoryContext, "cosmos_sink pending changes",
 										 ALLOCSET_DEFAULT_SIZES);
-	ChangeContext = CompatGenerationContextCreate(BatchContext, "cosmos_sink changes",
-												  64 * 1024, 1024 * 1024);
+	ChangeContext = AllocSetContextCreate(BatchContext, "cosmos_sink changes",
+										  ALLOCSET_SMALL_SIZES);
 	ctl.keysize = sizeof(int32);
 	ctl.entrysize = sizeof(SinkRoute);
 	ctl.hcxt = BatchContext;
@@ -149,6 +150,13 @@ BatchRoute(const ChangeRecord *rec)
 	route->container = CopyText(rec->container, rec->container_len);
 	ParsePkColumns(route, rec->pk_columns, rec->pk_columns_len);
 	dlist_init(&route->ready);
+	/*
+	 * Changes and slots of a route: exact sizes, a block freed once all its
+	 * chunks are. One context per route, so that a stuck route pins only
+	 * its own blocks; small blocks, so that a slow change pins little.
+	 */
+	route->memory = CompatGenerationContextCreate(ChangeContext, "cosmos_sink route changes",
+												  8 * 1024, 256 * 1024);
 	route->container_status = CONTAINER_UNKNOWN;
 	route->window = CosmosSinkMaxInFlight;
 	route->ru_per_op = RU_PER_OP_GUESS;
@@ -188,9 +196,9 @@ SlotSize(int id_len, int pk_len)
 
 /* Copy a decoded change into the batcher */
 static Change *
-NewChange(const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn)
+NewChange(SinkRoute *route, const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn)
 {
-	Change	   *change = MemoryContextAlloc(ChangeContext, offsetof(Change, data) +
+	Change	   *change = MemoryContextAlloc(route->memory, offsetof(Change, data) +
 											rec->id_len + rec->pk_len + rec->body_len + 3);
 	char	   *p = change->data;
 
@@ -322,7 +330,8 @@ SlotFor(SinkRoute *route, Change *change)
 	if (found)
 		return entry->slot;
 
-	slot = MemoryContextAlloc(ChangeContext, SlotSize(change->id_len, change->pk_len));
+	/* (an ERROR here ends the worker, so the probe never outlives this call) */
+	slot = MemoryContextAlloc(route->memory, SlotSize(change->id_len, change->pk_len));
 	slot->hash = probe.hash;
 	slot->route = route;
 	slot->in_flight = NULL;
@@ -349,7 +358,7 @@ BatchAddChange(const ChangeRecord *rec, XLogRecPtr lsn)
 	DocSlot    *slot;
 
 	txn->pending++;
-	change = NewChange(rec, lsn, txn);
+	change = NewChange(route, rec, lsn, txn);
 	if (ChangeIsPoison(route, change))
 		return;
 
@@ -399,11 +408,15 @@ BatchCommit(const ChangeRecord *rec)
 	CheckpointCommitTxn(rec->end_lsn, rec->commit_time);
 }
 
-/* Memory held by changes not yet done */
+/*
+ * Memory held by changes not yet done: their bytes, or half the blocks that
+ * really hold them when a few slow changes keep many blocks alive, so that
+ * real memory stays within twice the budget whatever the pattern of acks.
+ */
 Size
 BatchPendingBytes(void)
 {
-	return PendingBytes;
+	return Max(PendingBytes, MemoryContextMemAllocated(ChangeContext, true) / 2);
 }
 
 /* Number of changes not yet done */
@@ -594,14 +607,22 @@ ChangeOp(const Change *change, CosmosOp *op)
 	op->doc_len = change->doc_len;
 }
 
-/* Body bytes to reserve for up to max_ops changes from ops[0] (one allocation, no regrowth) */
+/*
+ * Body bytes to reserve for the request starting at ops[0]: its changes up to
+ * max_ops, the key or range break and the size limit (one allocation, rarely
+ * regrown)
+ */
 static int
-BodyEstimate(Change **ops, int n, int max_ops)
+BodyEstimate(Change **ops, int n, int max_ops, bool atomic)
 {
 	Size		bytes = 2;
 
-	for (int i = 0; i < Min(n, max_ops); i++)
+	for (int i = 0; i < Min(n, max_ops) && bytes < (Size) CosmosSinkBatchMaxBytes; i++)
+	{
+		if (i > 0 && (atomic ? !SamePk(ops[i], ops[0]) : ops[i]->range != ops[0]->range))
+			break;
 		bytes += ops[i]->doc_len + 2 * (ops[i]->id_len + ops[i]->pk_len) + 96;
+	}
 	return (int) Min(bytes, (Size) CosmosSinkBatchMaxBytes + 1024);
 }
 
@@ -625,7 +646,7 @@ SubmitChunks(SinkRoute *route, Change **ops, int n, bool atomic)
 		CosmosOp	op;
 
 		/* the request owns the body: it lives in BatchContext, not the loop's memory */
-		body.maxlen = BodyEstimate(ops + start, n - start, max_ops);
+		body.maxlen = BodyEstimate(ops + start, n - start, max_ops, atomic);
 		body.data = MemoryContextAlloc(BatchContext, body.maxlen);
 		resetStringInfo(&body);
 		CosmosBodyStart(&body);
@@ -746,10 +767,10 @@ DispatchWrites(SinkRoute *route, int free_requests)
  * one small request per freed slot.
  */
 static bool
-HoldBack(SinkRoute *route, int free_requests)
+HoldBack(SinkRoute *route, int free_requests, TimestampTz now)
 {
 	if (route->nready < RouteOpsLimit(route) * Max(1, route->nranges))
-		return true;
+		return !TimestampDifferenceExceeds(route->last_sent_at, now, HOLD_BACK_MAX_MS);
 	return route->requests_in_flight > 0 && free_requests < Max(1, route->window / 2);
 }
 
@@ -780,9 +801,10 @@ BatchDispatch(bool eager)
 		free_requests = Min(free_requests, route->window - route->requests_in_flight);
 		if (now < route->resume_at || free_requests <= 0 || !RuBudgetAllowsBatch(route))
 			continue;
-		if (!eager && HoldBack(route, free_requests))
+		if (!eager && HoldBack(route, free_requests, now))
 			continue;
 		route->throttled = false;
+		route->last_sent_at = now;
 		DispatchWrites(route, free_requests);
 	}
 	return HttpInFlight();

@@ -55,6 +55,8 @@ typedef struct SinkRoute
 	int			window;			/* adaptive concurrency: requests allowed in flight */
 	int			window_successes;	/* successes since the window last grew */
 	double		ru_per_op;		/* running average charge, for the RU budget */
+	TimestampTz last_sent_at;	/* last write request, to bound how long changes are held back */
+	MemoryContext memory;		/* the route's changes and slots (a generation context) */
 } SinkRoute;
 
 /* One change of one document, as decoded */

@@ -278,6 +278,9 @@ CosmosBodyAddOp(StringInfo out, const CosmosOp *op, int max_bytes)
 	int			mark = out->len;
 	bool		first = out->len <= 1;
 
+	/* a document that cannot fit is not copied in just to be taken out */
+	if (!first && (Size) out->len + op->doc_len + 2 > (Size) max_bytes)
+		return false;
 	if (!first)
 		appendStringInfoCharMacro(out, ',');
 	AppendOp(out, op);

@@ -12,8 +12,9 @@
 
 /*
  * Called from inside decoding: with full = true when the batcher is over its
- * memory budget (send and wait), otherwise every DECODER_SERVICE_EVERY
- * records, to settle finished requests and send full ones without waiting.
+ * memory budget (send and wait), otherwise after every DECODER_SERVICE_EVERY
+ * records decoded within budget, to settle finished requests and send full
+ * ones without waiting.
  */
 typedef void (*DecoderPumpHook) (bool full);
 

@@ -364,6 +364,7 @@ static void
 PumpFromDecoding(bool full)
 {
 	MemoryContext old;
+	int			in_flight;
 
 	if (full)
 	{
@@ -374,8 +375,10 @@ PumpFromDecoding(bool full)
 		return;
 	old = MemoryContextSwitchTo(PumpContext);
 	if (HttpInFlight() > 0)
-		CompleteRequests(0);
-	BatchDispatch(false);
+		CompleteRequests(0);	/* settle what finished, freeing request slots */
+	in_flight = HttpInFlight();
+	if (BatchDispatch(false) > in_flight)
+		CompleteRequests(0);	/* curl starts new transfers when driven */
 	MemoryContextSwitchTo(old);
 	MemoryContextReset(PumpContext);
 }
