@@ -34,6 +34,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { fileURLToPath } from 'node:url';
+import { exitOnStop } from '../lib/util.mjs';
 
 const self = fileURLToPath(import.meta.url);
 
@@ -335,14 +336,7 @@ function runServer(opts) {
     port = server.address().port;
     process.send?.({ ready: true, port });
   });
-  const quit = () => {
-    for (const s of sockets) s.destroy();
-    server.close(() => process.exit(0));
-    setTimeout(() => process.exit(0), 300).unref();
-  };
-  process.on('SIGTERM', quit);
-  process.on('SIGINT', quit);
-  process.on('disconnect', quit);
+  exitOnStop(server, sockets, 300);
 }
 
 if (process.argv[1] === self && process.argv[2] === '--child') runServer(JSON.parse(process.argv[3]));

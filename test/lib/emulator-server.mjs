@@ -9,6 +9,7 @@
 // Exits when told SIGTERM/SIGINT or when the parent goes away.
 import { readFileSync } from 'node:fs';
 import emulator from '@vercel/cosmosdb-server';
+import { exitOnStop } from './util.mjs';
 
 const opts = JSON.parse(process.argv[2] || '{}');
 const createHttpsServer = emulator.createHttpsServer || emulator.default;
@@ -74,11 +75,4 @@ process.on('message', (msg) => {
   }
 });
 
-const quit = () => {
-  for (const s of sockets) s.destroy();
-  server.close(() => process.exit(0));
-  setTimeout(() => process.exit(0), 500).unref();
-};
-process.on('SIGTERM', quit);
-process.on('SIGINT', quit);
-process.on('disconnect', quit);
+exitOnStop(server, sockets);

@@ -15,6 +15,7 @@ import {
   evenPkRanges, findPkRange, formatCharge, masterAuthorization, opId, opType, rngFor, roundRu, ruForOp,
   samePartitionKey, splitPkRanges, validateOp,
 } from './fault-proxy-core.mjs';
+import { exitOnStop } from './util.mjs';
 
 const opts = JSON.parse(process.argv[2] || '{}');
 const RECORD_CAP = opts.recordCap ?? 100000;
@@ -998,11 +999,4 @@ try {
   process.exit(1);
 }
 
-const quit = () => {
-  for (const s of sockets) s.destroy();
-  server.close(() => process.exit(0));
-  setTimeout(() => process.exit(0), 500).unref();
-};
-process.on('SIGTERM', quit);
-process.on('SIGINT', quit);
-process.on('disconnect', quit);
+exitOnStop(server, sockets);

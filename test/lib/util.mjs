@@ -94,6 +94,21 @@ export function run(cmd, args = [], { asUser, input, timeoutMs = 120000, env, cw
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /**
+ * In a child server process: on SIGTERM, SIGINT or the parent going away,
+ * drop open connections, close the server and exit (forced after graceMs).
+ */
+export function exitOnStop(server, sockets, graceMs = 500) {
+  const quit = () => {
+    for (const s of sockets) s.destroy();
+    server.close(() => process.exit(0));
+    setTimeout(() => process.exit(0), graceMs).unref();
+  };
+  process.on('SIGTERM', quit);
+  process.on('SIGINT', quit);
+  process.on('disconnect', quit);
+}
+
+/**
  * Polls fn() (sync or async) until it returns a truthy value, which is
  * returned; throws after timeoutMs with `what` and the last error/value.
  */
