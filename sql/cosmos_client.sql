@@ -144,9 +144,20 @@ SELECT cosmos_test.load_credentials('/nonexistent/cosmos-key', '/nonexistent/cos
 SELECT cosmos_test.load_credentials(NULL, NULL) AS none_set,
        cosmos_test.load_credentials('', '') AS empty_settings;
 SELECT cosmos_test.load_credentials('/', NULL) AS directory;
--- a key file others can read is refused, naming the fix (never the contents)
-SELECT cosmos_test.load_credentials('/etc/passwd', NULL) AS world_readable_key_file;
-SELECT cosmos_test.load_credentials(NULL, '/etc/passwd') AS not_a_token;
+-- a key or token file another OS user owns, or others can read, is refused,
+-- naming the fix (never the contents); uids and paths differ per machine
+CREATE FUNCTION pg_temp.masked(t text) RETURNS text LANGUAGE sql AS $$
+    SELECT regexp_replace(regexp_replace(regexp_replace(t, '(uid |is |chown )[0-9]+', '\1N', 'g'),
+                                         '"/[^"]*"', '"FILE"', 'g'),
+                          '(chmod 600 |chown N )/[^ ]+', '\1FILE', 'g')
+$$;
+SELECT pg_temp.masked(cosmos_test.load_credentials('/etc/passwd', NULL)) AS foreign_key_file;
+SELECT pg_temp.masked(cosmos_test.load_credentials(NULL, '/etc/passwd')) AS foreign_token_file;
+\getenv abs_builddir PG_ABS_BUILDDIR
+\set readable_file :abs_builddir '/results/readable_token.txt'
+COPY (SELECT 'not a token') TO :'readable_file';
+SELECT pg_temp.masked(cosmos_test.load_credentials(NULL, :'readable_file')) AS readable_token_file;
+SELECT pg_temp.masked(cosmos_test.load_credentials(:'readable_file', NULL)) AS readable_key_file;
 
 --
 -- MurmurHash3 self-checks (Appleby reference values)

@@ -70,6 +70,49 @@ SELECT pg_catalog.pg_extension_config_dump('dead_letters', '');
 REVOKE ALL ON dead_letters FROM PUBLIC;
 GRANT SELECT ON dead_letters TO pg_monitor;
 
+-- Whether the current role may read every row of a table as it stands: a
+-- member of its owner, or a reader whom no row-level security policy limits.
+-- A dead letter holds a row's data, so it is shown only to such roles.
+CREATE FUNCTION can_read_rows(tbl regclass) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE((SELECT pg_has_role(c.relowner, 'USAGE')
+                            OR (has_table_privilege(c.oid, 'SELECT')
+                                AND (NOT c.relrowsecurity
+                                     OR (SELECT r.rolbypassrls FROM pg_roles r
+                                          WHERE r.rolname = current_user)))
+                       FROM pg_class c WHERE c.oid = tbl), false)
+$$;
+GRANT EXECUTE ON FUNCTION can_read_rows(regclass) TO PUBLIC;
+
+-- pg_monitor sees the dead letters of the tables it may read (superusers and
+-- the extension owner see all)
+ALTER TABLE dead_letters ENABLE ROW LEVEL SECURITY;
+CREATE POLICY readable_rows ON dead_letters FOR SELECT USING (@extschema@.can_read_rows(staging_table));
+
+-- Deletes of documents whose rows are gone, asked for by retry_dead_letters().
+-- The output plugin decodes inserts into this table (rows are deleted in the
+-- same transaction): only the extension owner can write it, so nobody else
+-- can make the worker delete a document.
+CREATE TABLE resend_deletes (
+    staging_table regclass NOT NULL,
+    partition_key text NOT NULL,    -- a JSON array, written as the plugin writes keys
+    doc_id        text NOT NULL
+);
+REVOKE ALL ON resend_deletes FROM PUBLIC;
+
+-- Runs one statement (parameters $1.. as text) as the owner of a table, as a
+-- security-restricted operation with a pinned search_path, the way REFRESH
+-- MATERIALIZED VIEW runs a view's query: triggers, defaults, generated
+-- columns, policies and operators the owner wrote run with the owner's
+-- rights, never the caller's. Returns the first column of the first row (for
+-- a query), or the number of rows processed. Superusers only.
+CREATE FUNCTION as_table_owner(staging_table regclass, statement text, VARIADIC args text[] DEFAULT '{}')
+RETURNS text
+AS 'MODULE_PATHNAME', 'as_table_owner' LANGUAGE C;
+REVOKE ALL ON FUNCTION as_table_owner(regclass, text, text[]) FROM PUBLIC;
+
 -- The worker's shared state (one row); the status view adds the slot's view
 CREATE FUNCTION worker_status(OUT state text, OUT worker_pid integer,
                               OUT decoded_lsn pg_lsn, OUT oldest_unacked_commit timestamptz,
@@ -78,6 +121,8 @@ CREATE FUNCTION worker_status(OUT state text, OUT worker_pid integer,
                               OUT paused boolean, OUT slot_name text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'worker_status' LANGUAGE C;
+REVOKE ALL ON FUNCTION worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION worker_status() TO pg_monitor;
 
 -- (the status view is defined below, after the resyncs table it reports on)
 
@@ -98,6 +143,8 @@ CREATE FUNCTION container_stats_internal(OUT route_id integer, OUT upserts bigin
     OUT truncates bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'container_stats_internal' LANGUAGE C;
+REVOKE ALL ON FUNCTION container_stats_internal() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION container_stats_internal() TO pg_monitor;
 
 CREATE VIEW container_stats AS
 SELECT r.staging_table,
@@ -127,8 +174,9 @@ GRANT SELECT ON container_stats TO pg_monitor;
 
 -- Re-sends parked records from the current state of their staging rows: a row
 -- that still exists is touched (its UPDATE carries the newest document); a row
--- that is gone gets its delete re-sent, in commit order, through a
--- transactional logical message. Returns how many records were re-sent.
+-- that is gone gets its delete re-sent, in commit order, through
+-- resend_deletes. The touch runs as the table's owner (as_table_owner).
+-- Returns how many records were re-sent.
 CREATE FUNCTION retry_dead_letters(staging_table regclass DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -154,17 +202,19 @@ BEGIN
                    ORDER BY d.id
                      FOR UPDATE
         LOOP
-            EXECUTE format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
-                           rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type)
-              USING dl.doc_id;
-            GET DIAGNOSTICS touched = ROW_COUNT;
+            touched := @extschema@.as_table_owner(rt.tbl,
+                           format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
+                                  rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type),
+                           dl.doc_id)::bigint;
             IF touched = 0 AND jsonb_typeof(dl.partition_key) = 'array' THEN
-                PERFORM pg_logical_emit_message(true, 'cosmos_sink',
-                    concat_ws(E'\n', 'delete', rt.tbl::oid::text,
-                              '[' || (SELECT string_agg(e::text, ',' ORDER BY o)
-                                        FROM jsonb_array_elements(dl.partition_key)
-                                             WITH ORDINALITY AS x(e, o)) || ']',
-                              dl.doc_id));
+                -- the plugin decodes the insert as a delete, in commit order
+                INSERT INTO @extschema@.resend_deletes
+                VALUES (rt.tbl,
+                        '[' || COALESCE((SELECT string_agg(e::text, ',' ORDER BY o)
+                                           FROM jsonb_array_elements(dl.partition_key)
+                                                WITH ORDINALITY AS x(e, o)), '') || ']',
+                        dl.doc_id);
+                DELETE FROM @extschema@.resend_deletes;
             END IF;
             UPDATE @extschema@.dead_letters SET retried_at = now() WHERE id = dl.id;
             n := n + 1;
@@ -617,7 +667,8 @@ $$;
 REVOKE ALL ON FUNCTION resync(regclass) FROM PUBLIC;
 
 -- One chunk of a backfill (called by the worker, in its own transaction):
--- touches up to chunk rows after last_id; returns the rows touched, 0 when done.
+-- touches up to chunk rows after last_id, as the table's owner (as_table_owner);
+-- returns the rows touched, 0 when done.
 CREATE FUNCTION resync_step(staging_table regclass, chunk integer) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -646,23 +697,25 @@ BEGIN
       FROM pg_attribute a
      WHERE a.attrelid = job.staging_table AND a.attname = job.id_column AND NOT a.attisdropped;
     IF job.started_at IS NULL THEN
-        EXECUTE format('SELECT count(*) FROM %s', job.staging_table) INTO job.rows_total;
+        job.rows_total := @extschema@.as_table_owner(job.staging_table,
+                              format('SELECT count(*) FROM %s', job.staging_table))::bigint;
         UPDATE @extschema@.resyncs SET started_at = now(), rows_total = job.rows_total
          WHERE resyncs.staging_table = resync_step.staging_table;
     END IF;
     -- the chunk ends at an id value, so rows sharing an id are never split
-    EXECUTE format('SELECT max(%1$I)::text FROM (SELECT %1$I FROM %2$s WHERE $1 IS NULL OR %1$I > $1::%3$s'
-                   ' ORDER BY %1$I LIMIT $2) c', job.id_column, job.staging_table, id_type)
-       INTO upto USING job.last_id, chunk;
+    upto := @extschema@.as_table_owner(job.staging_table,
+                format('SELECT max(%1$I)::text FROM (SELECT %1$I FROM %2$s WHERE $1 IS NULL OR %1$I > $1::%3$s'
+                       ' ORDER BY %1$I LIMIT $2::integer) c', job.id_column, job.staging_table, id_type),
+                job.last_id, chunk::text);
     IF upto IS NULL THEN
         UPDATE @extschema@.resyncs SET finished_at = now()
          WHERE resyncs.staging_table = resync_step.staging_table;
         RETURN 0;
     END IF;
-    EXECUTE format('UPDATE %2$s SET %1$I = %1$I WHERE ($1 IS NULL OR %1$I > $1::%3$s) AND %1$I <= $2::%3$s',
-                   job.id_column, job.staging_table, id_type)
-      USING job.last_id, upto;
-    GET DIAGNOSTICS touched = ROW_COUNT;
+    touched := @extschema@.as_table_owner(job.staging_table,
+                   format('UPDATE %2$s SET %1$I = %1$I WHERE ($1 IS NULL OR %1$I > $1::%3$s) AND %1$I <= $2::%3$s',
+                          job.id_column, job.staging_table, id_type),
+                   job.last_id, upto)::bigint;
     UPDATE @extschema@.resyncs SET last_id = upto, rows_done = rows_done + touched
      WHERE resyncs.staging_table = resync_step.staging_table;
     RETURN touched;
@@ -698,12 +751,16 @@ GRANT SELECT ON status TO pg_monitor;
 -- Schema changes of routed tables
 -- ---------------------------------------------------------------------------
 
+-- The event triggers fire for every role's DDL, so their functions run as the
+-- extension owner (SECURITY DEFINER, pinned search_path): any role can alter
+-- and drop its own tables, though only the owner can read routes.
+
 -- After ALTER TABLE: a routed table must keep its id and partition key columns
 -- (documents are keyed by them and the container's partition key path names
 -- them). Other columns may come, go, be renamed or change type: documents take
 -- the new shape from that point of the stream.
 CREATE FUNCTION ddl_guard() RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -739,7 +796,7 @@ REVOKE ALL ON FUNCTION route_changed() FROM PUBLIC;
 -- After DROP TABLE: its route goes with it (changes committed before the drop
 -- are still forwarded; they are in the stream before this transaction).
 CREATE FUNCTION drop_guard() RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE

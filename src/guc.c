@@ -14,6 +14,7 @@
 
 #include "compat.h"
 #include "cosmos_sink.h"
+#include "http.h"
 
 char	   *CosmosSinkDatabase = NULL;
 char	   *CosmosSinkSlotName = NULL;
@@ -52,15 +53,18 @@ CheckSlotName(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/* The endpoint must be an http(s) URL; plain http is for local test servers */
+/* The endpoint must be an https URL; plain http only for a loopback host (local emulators) */
 static bool
 CheckEndpoint(char **newval, void **extra, GucSource source)
 {
+	char	   *problem;
+
 	if (**newval == '\0')
 		return true;
-	if (strncmp(*newval, "https://", 8) != 0 && strncmp(*newval, "http://", 7) != 0)
+	problem = HttpEndpointProblem(*newval, true);
+	if (problem != NULL)
 	{
-		GUC_check_errdetail("cosmos_sink.endpoint must start with https://, e.g. 'https://myaccount.documents.azure.com:443/'.");
+		GUC_check_errdetail("%s.", problem);
 		return false;
 	}
 	return true;

@@ -25,6 +25,7 @@
 
 #define ROUTE_MAX_PK_COLUMNS 3
 #define ROUTES_TABLE "routes"
+#define RESEND_DELETES_TABLE "resend_deletes"
 
 /* What the output plugin knows about one relation at the current LSN */
 typedef struct RouteInfo
@@ -32,6 +33,7 @@ typedef struct RouteInfo
 	Oid			relid;			/* hash key */
 	bool		valid;			/* false after a relcache invalidation */
 	bool		routed;			/* false: not a staging table (now) */
+	bool		resend_deletes;	/* cosmos_sink.resend_deletes itself */
 	MemoryContext cxt;			/* holds everything below */
 	int32		route_id;
 	char	   *table_name;		/* schema.table */
@@ -55,5 +57,6 @@ extern RouteInfo *RouteCacheLookup(Relation rel);
 
 /* routes.c: helpers shared with the worker */
 extern Oid	RoutesTableOid(bool missing_ok);
+extern Oid	ExtensionTableOid(const char *name);
 
 #endif							/* COSMOS_SINK_ROUTE_H */

@@ -52,6 +52,15 @@ RoutesTableOid(bool missing_ok)
 	return relid;
 }
 
+/* OID of a table of the extension's schema, or InvalidOid (any snapshot) */
+Oid
+ExtensionTableOid(const char *name)
+{
+	Oid			nsp = get_namespace_oid(COSMOS_SINK_SCHEMA, true);
+
+	return OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
+}
+
 /* Routes only make sense in the database the worker forwards */
 static void
 CheckRouteDatabase(void)

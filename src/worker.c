@@ -20,7 +20,9 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -199,6 +201,67 @@ FlushDeadLetters(void)
 }
 
 /*
+ * Mark the running backfill failed with the reason (a trigger or policy of
+ * the table's owner refused the touch): it stops, the stream goes on.
+ */
+static void
+ResyncFailed(const char *message)
+{
+	ereport(WARNING,
+			(errmsg("cosmos_sink: resync stopped: %s", message),
+			 errhint("Fix the cause, then call cosmos_sink.resync() again.")));
+	SPI_execute_with_args("UPDATE cosmos_sink.resyncs SET finished_at = now(), note = 'failed: ' || $1"
+						  " WHERE staging_table = (SELECT staging_table FROM cosmos_sink.resyncs"
+						  " WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1)",
+						  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(message)},
+						  NULL, false, 0);
+}
+
+/*
+ * Touch the next chunk of the oldest running backfill, in a subtransaction
+ * (the touch runs the owner's code, which may fail). Returns whether a
+ * backfill is running (one more call may finish it).
+ */
+static bool
+RunResyncChunk(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool running = false;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		bool		isnull = true;
+
+		if (SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
+						" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
+						false, 1) == SPI_OK_SELECT && SPI_processed > 0)
+			(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		running = !isnull;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ResyncFailed(edata->message);
+		FreeErrorData(edata);
+		return true;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return running;
+}
+
+/*
  * Run one chunk of a requested backfill (resync()), in its own transaction,
  * when the buffer has room: the touched rows come back through the stream.
  * Looks for requests once a second while none is running.
@@ -220,14 +283,10 @@ ResyncStep(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* nothing to do before CREATE EXTENSION */
 	if (SPI_execute("SELECT to_regclass('cosmos_sink.resyncs') IS NOT NULL", true, 1) == SPI_OK_SELECT &&
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
-		SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
-					" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
-					false, 1) == SPI_OK_SELECT && SPI_processed > 0)
-		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		active = RunResyncChunk();
 	else
-		isnull = true;
-	active = !isnull;			/* a backfill is running (one more call may finish it) */
+		active = false;
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
@@ -472,6 +531,8 @@ CosmosSinkWorkerMain(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(CosmosSinkDatabase, NULL, 0);
 	pgstat_report_appname("cosmos_sink worker");
+	/* a superuser session: no object of another role's schema may shadow a name */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
 
 	SpinLockAcquire(&CosmosSinkState->mutex);
 	CosmosSinkState->worker_pid = MyProcPid;
