@@ -815,6 +815,9 @@ BEGIN
 END
 $$;
 
+REVOKE ALL ON FUNCTION ddl_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION drop_guard() FROM PUBLIC;
+
 CREATE EVENT TRIGGER cosmos_sink_ddl_guard ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION ddl_guard();
 CREATE EVENT TRIGGER cosmos_sink_drop_guard ON sql_drop

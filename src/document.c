@@ -279,7 +279,7 @@ static inline void
 CheckDocumentLength(StringInfo out)
 {
 	if (unlikely(out->len > DocumentMaxLen) && DocumentProblem == NULL)
-		DocumentProblem = psprintf("its JSON passed %d bytes", DocumentMaxLen);
+		DocumentProblem = pstrdup("its JSON passed the document size limit");
 }
 
 /*
@@ -331,7 +331,7 @@ AppendJsonCast(StringInfo out, Datum value, JsonTypeInfo *type)
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
 		if (strlen(json) > (Size) DocumentMaxLen)
-			DocumentStop("its cast to json returned more than the document limit");
+			DocumentStop("its cast to json returned more than the size limit");
 		else
 			appendStringInfoString(out, json);
 	}
@@ -360,7 +360,7 @@ AppendOutputText(StringInfo out, const char *text)
 
 	if (DocumentMaxLen != INT_MAX && len > (size_t) Max(DocumentMaxLen - out->len, 0))
 	{
-		DocumentStop(psprintf("a value's text has %zu bytes", len));
+		DocumentStop(psprintf("a value's text has %zu bytes, more than the size limit leaves room for", len));
 		return;
 	}
 	CompatEscapeJsonLen(out, text, len);
@@ -382,7 +382,7 @@ DocumentAppendValue(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type
 	}
 	if (unlikely(ValueCannotFit(out, value, type)))
 	{
-		DocumentStop(psprintf("a value of type %s has %zu bytes",
+		DocumentStop(psprintf("a value of type %s has %zu bytes, more than the size limit leaves room for",
 							  format_type_be(type->typid),
 							  (Size) (toast_raw_datum_size(value) - VARHDRSZ)));
 		return;
@@ -575,7 +575,7 @@ DocumentAppendRow(StringInfo out, DocumentShape *shape, Datum *values,
 	problem = DocumentProblem;
 	DocumentProblem = NULL;
 	if (problem != NULL)
-		return psprintf("document is over the %d-byte limit: %s", max_len, problem);
+		return problem;
 	appendBinaryStringInfo(out, "\"id\":", 5);
 	CompatEscapeJsonLen(out, id, strlen(id));
 	appendStringInfoCharMacro(out, '}');

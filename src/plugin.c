@@ -328,7 +328,8 @@ RowKeys(RouteInfo *route, RowImage *row, char **id, char **pk)
 static char *
 RowProblem(RouteInfo *route, const char *problem)
 {
-	return psprintf("row of %s cannot become a document: %s", route->table_name, problem);
+	return psprintf("row of %s cannot become a document (limit %d bytes): %s",
+					route->table_name, DOCUMENT_BUILD_LIMIT, problem);
 }
 
 /* INSERT, or the new row of an UPDATE: upsert the document */

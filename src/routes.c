@@ -533,6 +533,11 @@ remove_route(PG_FUNCTION_ARGS)
 
 	CheckRouteDatabase();
 	LockRelationOid(relid, ShareRowExclusiveLock);
+	/* as strict as add_route(): only the table's owner (a superuser for a table gone) */
+	if (get_rel_name(relid) != NULL ? !CompatRelationOwnerCheck(relid, GetUserId()) : !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of table %s to remove its route", RelationNameOrOid(relid))));
 	SPI_connect();
 	if (SPI_execute_with_args("DELETE FROM cosmos_sink.routes WHERE staging_table = $1 RETURNING *",
 							  1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(relid)},
