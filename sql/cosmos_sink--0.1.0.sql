@@ -64,11 +64,11 @@ CREATE TABLE dead_letters (
     http_status   integer,
     sub_status    integer,
     error         text NOT NULL,
-    retried_at    timestamptz
+    retried_at    timestamptz,
+    retry_error   text            -- why the last retry_dead_letters() could not re-send it
 );
 SELECT pg_catalog.pg_extension_config_dump('dead_letters', '');
 REVOKE ALL ON dead_letters FROM PUBLIC;
-GRANT SELECT ON dead_letters TO pg_monitor;
 
 -- Whether the current role may read every row of a table as it stands: a
 -- member of its owner, or a reader whom no row-level security policy limits.
@@ -86,10 +86,21 @@ AS $$
 $$;
 GRANT EXECUTE ON FUNCTION can_read_rows(regclass) TO PUBLIC;
 
--- pg_monitor sees the dead letters of the tables it may read (superusers and
--- the extension owner see all)
-ALTER TABLE dead_letters ENABLE ROW LEVEL SECURITY;
-CREATE POLICY readable_rows ON dead_letters FOR SELECT USING (@extschema@.can_read_rows(staging_table));
+-- A dead letter holds a row's data: the table itself is the extension
+-- owner's; pg_monitor sees how many wait per table, and the dead letters of
+-- the tables it may read in full.
+CREATE VIEW dead_letter_counts AS
+SELECT staging_table,
+       count(*) FILTER (WHERE retried_at IS NULL) AS waiting,
+       count(*) AS total,
+       min(failed_at) FILTER (WHERE retried_at IS NULL) AS oldest_waiting
+  FROM dead_letters
+ GROUP BY staging_table;
+GRANT SELECT ON dead_letter_counts TO pg_monitor;
+
+CREATE VIEW readable_dead_letters WITH (security_barrier) AS
+SELECT * FROM dead_letters WHERE @extschema@.can_read_rows(staging_table);
+GRANT SELECT ON readable_dead_letters TO pg_monitor;
 
 -- Deletes of documents whose rows are gone, asked for by retry_dead_letters().
 -- The output plugin decodes inserts into this table (rows are deleted in the
@@ -101,6 +112,8 @@ CREATE TABLE resend_deletes (
     doc_id        text NOT NULL
 );
 REVOKE ALL ON resend_deletes FROM PUBLIC;
+-- deletable under a FOR ALL TABLES publication too
+ALTER TABLE resend_deletes REPLICA IDENTITY FULL;
 
 -- Runs one statement (parameters $1.. as text) as the owner of a table, as a
 -- security-restricted operation with a pinned search_path, the way REFRESH
@@ -175,8 +188,9 @@ GRANT SELECT ON container_stats TO pg_monitor;
 -- Re-sends parked records from the current state of their staging rows: a row
 -- that still exists is touched (its UPDATE carries the newest document); a row
 -- that is gone gets its delete re-sent, in commit order, through
--- resend_deletes. The touch runs as the table's owner (as_table_owner).
--- Returns how many records were re-sent.
+-- resend_deletes. Statements on the table run as its owner (as_table_owner).
+-- A record that cannot be re-sent keeps retried_at NULL and says why in
+-- retry_error; the others go on. Returns how many records were re-sent.
 CREATE FUNCTION retry_dead_letters(staging_table regclass DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -186,38 +200,79 @@ DECLARE
     rt record;
     dl record;
     id_type text;
+    pk_types text[];
+    pk_text text;
+    part text;
+    found_rows bigint;
     touched bigint;
     n bigint := 0;
 BEGIN
-    FOR rt IN SELECT r.staging_table AS tbl, r.id_column
+    FOR rt IN SELECT r.staging_table AS tbl, r.id_column, r.partition_key
                 FROM @extschema@.routes r
                WHERE retry_dead_letters.staging_table IS NULL
                   OR r.staging_table = retry_dead_letters.staging_table
+               ORDER BY r.route_id
     LOOP
         SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
           FROM pg_attribute a WHERE a.attrelid = rt.tbl AND a.attname = rt.id_column;
+        -- partition key columns by their base types (a domain's check is the owner's code)
+        SELECT array_agg(format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+                                     CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+                         ORDER BY k.o)
+          INTO pk_types
+          FROM unnest(rt.partition_key) WITH ORDINALITY AS k(col, o)
+          JOIN pg_attribute a ON a.attrelid = rt.tbl AND a.attname = k.col
+          JOIN pg_type t ON t.oid = a.atttypid;
+        -- writers wait while the table is retried: a row re-inserted meanwhile
+        -- cannot land before the delete re-sent for its old self
+        EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', rt.tbl);
         FOR dl IN SELECT d.id, d.doc_id, d.partition_key
                     FROM @extschema@.dead_letters d
                    WHERE d.staging_table = rt.tbl AND d.retried_at IS NULL AND d.doc_id IS NOT NULL
                    ORDER BY d.id
                      FOR UPDATE
         LOOP
-            touched := @extschema@.as_table_owner(rt.tbl,
-                           format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
-                                  rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type),
-                           dl.doc_id)::bigint;
-            IF touched = 0 AND jsonb_typeof(dl.partition_key) = 'array' THEN
-                -- the plugin decodes the insert as a delete, in commit order
-                INSERT INTO @extschema@.resend_deletes
-                VALUES (rt.tbl,
-                        '[' || COALESCE((SELECT string_agg(e::text, ',' ORDER BY o)
-                                           FROM jsonb_array_elements(dl.partition_key)
-                                                WITH ORDINALITY AS x(e, o)), '') || ']',
-                        dl.doc_id);
-                DELETE FROM @extschema@.resend_deletes;
-            END IF;
-            UPDATE @extschema@.dead_letters SET retried_at = now() WHERE id = dl.id;
-            n := n + 1;
+            BEGIN
+                -- every statement on the table runs as its owner (as_table_owner)
+                found_rows := @extschema@.as_table_owner(rt.tbl,
+                                  format('SELECT count(*) FROM (SELECT FROM %s WHERE %I = $1::%s LIMIT 1) s',
+                                         rt.tbl, rt.id_column, id_type),
+                                  dl.doc_id)::bigint;
+                IF found_rows > 0 THEN
+                    touched := @extschema@.as_table_owner(rt.tbl,
+                                   format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
+                                          rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type),
+                                   dl.doc_id)::bigint;
+                    IF touched = 0 THEN
+                        RAISE EXCEPTION 'the row exists, but its touch changed nothing (a trigger or rule of the table skipped it)';
+                    END IF;
+                ELSIF jsonb_typeof(dl.partition_key) = 'array'
+                      AND jsonb_array_length(dl.partition_key) = cardinality(pk_types) THEN
+                    -- the partition key as the plugin writes it (the worker keys
+                    -- each document's order by that text): each value through its column's type
+                    pk_text := NULL;
+                    FOR i IN 1 .. cardinality(pk_types) LOOP
+                        IF jsonb_typeof(dl.partition_key -> (i - 1)) = 'null' THEN
+                            part := 'null';
+                        ELSE
+                            EXECUTE format('SELECT to_json($1::%s)::text', pk_types[i])
+                               INTO part USING dl.partition_key ->> (i - 1);
+                        END IF;
+                        pk_text := concat_ws(',', pk_text, part);
+                    END LOOP;
+                    -- the plugin decodes the insert as a delete, in commit order
+                    INSERT INTO @extschema@.resend_deletes VALUES (rt.tbl, '[' || pk_text || ']', dl.doc_id);
+                    DELETE FROM @extschema@.resend_deletes;
+                ELSE
+                    RAISE EXCEPTION 'the row is gone and the record has no partition key its delete could name';
+                END IF;
+                UPDATE @extschema@.dead_letters SET retried_at = now(), retry_error = NULL WHERE id = dl.id;
+                n := n + 1;
+            EXCEPTION WHEN others THEN
+                -- one record (or one owner's code) cannot hold back the others
+                UPDATE @extschema@.dead_letters SET retry_error = sqlerrm WHERE id = dl.id;
+                RAISE WARNING 'cosmos_sink: the dead letter of % id % was not re-sent: %', rt.tbl, dl.doc_id, sqlerrm;
+            END;
         END LOOP;
     END LOOP;
     RETURN n;
@@ -740,9 +795,13 @@ SELECT w.state,
        s.safe_wal_size,
        w.last_error,
        w.last_error_at,
-       (SELECT string_agg(format('%s %s/%s', r.staging_table, r.rows_done,
-                                 COALESCE(r.rows_total::text, '?')), ', ' ORDER BY r.requested_at)
-          FROM resyncs r WHERE r.finished_at IS NULL) AS resync_progress
+       (SELECT string_agg(CASE WHEN r.finished_at IS NULL
+                               THEN format('%s %s/%s', r.staging_table, r.rows_done,
+                                           COALESCE(r.rows_total::text, '?'))
+                               ELSE format('%s %s', r.staging_table, r.note) END,
+                          ', ' ORDER BY r.requested_at)
+          FROM resyncs r
+         WHERE r.finished_at IS NULL OR r.note LIKE 'failed:%') AS resync_progress
   FROM worker_status() w
   LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot_name;
 GRANT SELECT ON status TO pg_monitor;

@@ -167,15 +167,23 @@ TryInsertRow(DeadLetter *dl, bool with_document, const char *error)
 }
 
 /*
- * Insert a row, falling back to one without the document and partition key
- * (not valid jsonb), then to one with only the table, position and a plain
- * message: bad input can never stop the record from being parked.
+ * Insert a row, falling back to one without the document (not valid jsonb),
+ * then without the partition key too, then to one with only the table,
+ * position and a plain message: bad input can never stop the record from
+ * being parked.
  */
 static void
 InsertDeadLetter(DeadLetter *dl)
 {
+	char	   *doc = dl->doc;
+
 	if (TryInsertRow(dl, true, dl->error))
 		return;
+	dl->doc = NULL;
+	if (TryInsertRow(dl, true, psprintf("%s (the document is not valid jsonb; see the staging table)",
+										 dl->error)))
+		return;
+	dl->doc = doc;
 	if (TryInsertRow(dl, false, psprintf("%s (document or key is not valid jsonb; see the staging table)",
 										  dl->error)))
 		return;

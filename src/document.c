@@ -284,8 +284,10 @@ CheckDocumentLength(StringInfo out)
 
 /*
  * Whether a value's stored size alone shows it cannot fit in the room left,
- * checked before it is detoasted or rendered: text renders to at least its
- * bytes, other scalars to at least half, containers to at least a quarter.
+ * checked before it is detoasted or rendered: text and json render to at
+ * least their bytes, jsonb, arrays and composites to at least a quarter
+ * (small numbers), other types (geometry, points: binary doubles, short text)
+ * to at least a sixteenth. Past this check the rendered length is checked.
  */
 static bool
 ValueCannotFit(StringInfo out, Datum value, JsonTypeInfo *type)
@@ -307,33 +309,38 @@ ValueCannotFit(StringInfo out, Datum value, JsonTypeInfo *type)
 		case JSONCAT_JSONB:
 			return raw / 4 > room;
 		default:
-			return raw / 2 > room;
+			return raw / 16 > room;
 	}
 }
 
+/* Errors that say nothing about the value: cancel, shutdown, out of resources */
+static bool
+ErrorIsAboutValue(int sqlerrcode)
+{
+	return sqlerrcode != ERRCODE_QUERY_CANCELED &&
+		ERRCODE_TO_CATEGORY(sqlerrcode) != ERRCODE_INSUFFICIENT_RESOURCES &&
+		ERRCODE_TO_CATEGORY(sqlerrcode) != ERRCODE_OPERATOR_INTERVENTION &&
+		ERRCODE_TO_CATEGORY(sqlerrcode) != ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+}
+
 /*
- * A cast to json, in a subtransaction: an error (even a trusted function can
- * refuse a value) stops the document with the reason instead of the worker.
+ * A cast to json, in a subtransaction: an error about the value (even a
+ * trusted function can refuse one) stops the document with the reason
+ * instead of the worker; a cancel or lack of memory is raised as it is.
  */
 static void
 AppendJsonCast(StringInfo out, Datum value, JsonTypeInfo *type)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile json = NULL;
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(cxt);
 	PG_TRY();
 	{
-		char	   *json = TextDatumGetCString(FunctionCall1(&type->castfunc, value));
-
+		json = TextDatumGetCString(FunctionCall1(&type->castfunc, value));
 		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		if (strlen(json) > (Size) DocumentMaxLen)
-			DocumentStop("its cast to json returned more than the size limit");
-		else
-			appendStringInfoString(out, json);
 	}
 	PG_CATCH();
 	{
@@ -345,11 +352,21 @@ AppendJsonCast(StringInfo out, Datum value, JsonTypeInfo *type)
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
+		if (!ErrorIsAboutValue(edata->sqlerrcode))
+			ReThrowError(edata);
 		DocumentStop(psprintf("the cast of type %s to json failed: %s",
 							  format_type_be(type->typid), edata->message));
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	if (json == NULL)
+		return;
+	if (strlen(json) > (Size) Max(DocumentMaxLen - out->len, 0))
+		DocumentStop("its cast to json returned more than the size limit leaves room for");
+	else
+		appendStringInfoString(out, json);
 }
 
 /* The text of an output function, escaped, unless it alone passes the limit */
@@ -440,8 +457,8 @@ DocumentAppendValue(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type
 
 /* Append one dimension of an array, recursing into inner dimensions */
 static void
-AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, Datum *values,
-			   bool *nulls, int *index, JsonTypeInfo *elem)
+AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, ArrayIterator it,
+			   JsonTypeInfo *elem)
 {
 	int			i;
 
@@ -452,37 +469,43 @@ AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, Datum *values,
 			appendStringInfoChar(out, ',');
 		if (dim + 1 == ndims)
 		{
-			DocumentAppendValue(out, values[*index], nulls[*index], elem);
-			(*index)++;
+			Datum		value;
+			bool		isnull;
+
+			if (!array_iterate(it, &value, &isnull))
+				break;
+			DocumentAppendValue(out, value, isnull, elem);
 		}
 		else
-			AppendArrayDim(out, dim + 1, ndims, dims, values, nulls, index, elem);
+			AppendArrayDim(out, dim + 1, ndims, dims, it, elem);
 	}
 	appendStringInfoChar(out, ']');
 }
 
-/* Append an array as nested JSON arrays, one level per dimension */
+/*
+ * Append an array as nested JSON arrays, one level per dimension; elements
+ * are visited one at a time (no copy of them all), so building can stop early
+ */
 static void
 AppendArray(StringInfo out, Datum value, JsonTypeInfo *type)
 {
 	ArrayType  *array = DatumGetArrayTypeP(value);
 	JsonTypeInfo *elem = DocumentTypeInfo(type->elemtype);
-	Datum	   *values;
-	bool	   *nulls;
-	int			count;
-	int			index = 0;
+	ArrayMetaState meta;
+	ArrayIterator it;
 
 	if (ARR_NDIM(array) <= 0 || ArrayGetNItems(ARR_NDIM(array), ARR_DIMS(array)) == 0)
 	{
 		appendStringInfoString(out, "[]");
 		return;
 	}
-	deconstruct_array(array, type->elemtype, type->elmlen, type->elmbyval,
-					  type->elmalign, &values, &nulls, &count);
-	AppendArrayDim(out, 0, ARR_NDIM(array), ARR_DIMS(array), values, nulls,
-				   &index, elem);
-	pfree(values);
-	pfree(nulls);
+	meta.element_type = type->elemtype;
+	meta.typlen = type->elmlen;
+	meta.typbyval = type->elmbyval;
+	meta.typalign = type->elmalign;
+	it = array_create_iterator(array, 0, &meta);
+	AppendArrayDim(out, 0, ARR_NDIM(array), ARR_DIMS(array), it, elem);
+	array_free_iterator(it);
 }
 
 /* Append a composite value as a JSON object keyed by attribute name */

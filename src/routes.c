@@ -532,12 +532,12 @@ remove_route(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	CheckRouteDatabase();
-	LockRelationOid(relid, ShareRowExclusiveLock);
-	/* as strict as add_route(): only the table's owner (a superuser for a table gone) */
+	/* as strict as add_route(): only the table's owner (a superuser for a table gone); before any lock */
 	if (get_rel_name(relid) != NULL ? !CompatRelationOwnerCheck(relid, GetUserId()) : !superuser())
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of table %s to remove its route", RelationNameOrOid(relid))));
+	LockRelationOid(relid, ShareRowExclusiveLock);
 	SPI_connect();
 	if (SPI_execute_with_args("DELETE FROM cosmos_sink.routes WHERE staging_table = $1 RETURNING *",
 							  1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(relid)},

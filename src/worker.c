@@ -24,6 +24,7 @@
 #include "utils/memutils.h"
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "batch.h"
@@ -40,6 +41,12 @@
 #define DECODE_SLICE_MS		50		/* longest decoding stretch between sends */
 #define MAX_DONE			64
 #define RESYNC_CHUNK_ROWS	1000	/* rows touched per backfill transaction */
+#define RESYNC_CHUNK_TIMEOUT_MS 30000	/* longest a chunk may hold up forwarding */
+#define RESYNC_LOCK_TIMEOUT	"5s"	/* longest a chunk waits for a row lock */
+#define RESYNC_MAX_RETRIES	5		/* transient failures in a row before it stops */
+
+static int	ResyncFailures = 0;		/* transient failures of the running backfill in a row */
+static TimestampTz ResyncRetryAt = 0;	/* no chunk before this (backoff) */
 
 PGDLLEXPORT void CosmosSinkWorkerMain(Datum arg);
 
@@ -217,9 +224,42 @@ ResyncFailed(const char *message)
 						  NULL, false, 0);
 }
 
+/* Whether a failed chunk may succeed if tried again (locks, timeouts, resources) */
+static bool
+ResyncErrorTransient(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES;
+}
+
+/*
+ * A chunk failed: a transient error is tried again after a backoff (up to
+ * RESYNC_MAX_RETRIES in a row), any other stops the backfill with the reason.
+ */
+static void
+ResyncChunkFailed(ErrorData *edata)
+{
+	if (ResyncErrorTransient(edata->sqlerrcode) && ++ResyncFailures < RESYNC_MAX_RETRIES)
+	{
+		long		backoff = Min(1000L << ResyncFailures, 30000L);
+
+		ereport(LOG,
+				(errmsg("cosmos_sink: resync chunk failed, trying again in %ld ms: %s",
+						backoff, edata->message)));
+		ResyncRetryAt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff);
+		return;
+	}
+	ResyncFailures = 0;
+	ResyncFailed(edata->message);
+}
+
 /*
  * Touch the next chunk of the oldest running backfill, in a subtransaction
- * (the touch runs the owner's code, which may fail). Returns whether a
+ * (the touch runs the owner's code, which may fail), bounded in time and in
+ * lock waits so that it never holds up forwarding for long. Returns whether a
  * backfill is running (one more call may finish it).
  */
 static bool
@@ -234,10 +274,17 @@ RunResyncChunk(void)
 	{
 		bool		isnull = true;
 
+		(void) set_config_option("lock_timeout", RESYNC_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+		enable_timeout_after(STATEMENT_TIMEOUT, RESYNC_CHUNK_TIMEOUT_MS);
 		if (SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
 						" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
 						false, 1) == SPI_OK_SELECT && SPI_processed > 0)
 			(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* the chunk finished: a timer that fired meanwhile must not cancel what follows */
+		if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+			QueryCancelPending = false;
 		running = !isnull;
 		ReleaseCurrentSubTransaction();
 	}
@@ -245,19 +292,21 @@ RunResyncChunk(void)
 	{
 		ErrorData  *edata;
 
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		MemoryContextSwitchTo(cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(cxt);
 		CurrentResourceOwner = owner;
-		ResyncFailed(edata->message);
+		ResyncChunkFailed(edata);
 		FreeErrorData(edata);
 		return true;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+	ResyncFailures = 0;
 	return running;
 }
 
@@ -273,7 +322,7 @@ ResyncStep(void)
 	static bool active = false;
 	bool		isnull = true;
 
-	if (!active && GetCurrentTimestamp() < next_look)
+	if ((!active && GetCurrentTimestamp() < next_look) || GetCurrentTimestamp() < ResyncRetryAt)
 		return;
 	if (BatchPendingBytes() > BufferBytes() / 2)
 		return;
