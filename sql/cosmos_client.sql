@@ -16,6 +16,8 @@ CREATE FUNCTION cosmos_test.format_date(unix_seconds bigint) RETURNS text
   AS '$libdir/cosmos_sink', 'cosmos_test_format_date' LANGUAGE C STRICT;
 CREATE FUNCTION cosmos_test.parse_key(key_text text) RETURNS text
   AS '$libdir/cosmos_sink', 'cosmos_test_parse_key' LANGUAGE C STRICT;
+CREATE FUNCTION cosmos_test.minor_release_problem(version_num integer) RETURNS text
+    AS 'cosmos_sink', 'cosmos_test_minor_release_problem' LANGUAGE C STRICT;
 CREATE FUNCTION cosmos_test.load_credentials(key_file text, aad_file text) RETURNS text
   AS '$libdir/cosmos_sink', 'cosmos_test_load_credentials' LANGUAGE C;
 CREATE FUNCTION cosmos_test.epk(pk_json text, kind text, version int) RETURNS text
@@ -371,5 +373,10 @@ SELECT k AS case, cosmos_test.id_reason(v) AS reason
   ) AS t(k, v);
 
 SET client_min_messages = warning;
+-- minor releases without PostgreSQL's fix for invalidations of committed
+-- transactions are refused, naming the release to upgrade to
+SELECT v, cosmos_test.minor_release_problem(v) AS problem
+  FROM unnest(ARRAY[150012, 150013, 160008, 160009, 170004, 170005, 180000]) AS v;
+
 DROP SCHEMA cosmos_test CASCADE;
 RESET client_min_messages;

@@ -14,7 +14,8 @@ CREATE TABLE routes (
     container       text NOT NULL,
     partition_key   text[] NOT NULL,
     id_column       name NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    key_types       text[]          -- types of the id and partition key columns, as routed
 ) WITH (user_catalog_table = true);
 SELECT pg_catalog.pg_extension_config_dump('routes', '');
 REVOKE ALL ON routes FROM PUBLIC;
@@ -814,10 +815,12 @@ GRANT SELECT ON status TO pg_monitor;
 -- extension owner (SECURITY DEFINER, pinned search_path): any role can alter
 -- and drop its own tables, though only the owner can read routes.
 
--- After ALTER TABLE: a routed table must keep its id and partition key columns
--- (documents are keyed by them and the container's partition key path names
--- them). Other columns may come, go, be renamed or change type: documents take
--- the new shape from that point of the stream.
+-- After ALTER TABLE (of the table or of a parent that recursed into it): a
+-- routed table must keep its id and partition key columns, with their types
+-- (documents are keyed by their text and the container's partition key path
+-- names them), and a replica identity that logs them. Other columns may come,
+-- go, be renamed or change type: documents take the new shape from that point
+-- of the stream.
 CREATE FUNCTION ddl_guard() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
@@ -826,12 +829,23 @@ DECLARE
     cmd record;
     rt record;
     col text;
+    now_types text[];
+    ident "char";
+    toastable boolean;
+    covered boolean;
 BEGIN
     FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands()
                 WHERE object_type IN ('table', 'table column') AND command_tag = 'ALTER TABLE'
                   AND classid = 'pg_class'::regclass
     LOOP
-        FOR rt IN SELECT * FROM @extschema@.routes r WHERE r.staging_table = cmd.objid LOOP
+        -- the table and every partition or child it recursed into
+        FOR rt IN SELECT r.* FROM @extschema@.routes r
+                   WHERE r.staging_table IN (WITH RECURSIVE tree(relid) AS (
+                                                 SELECT cmd.objid
+                                                 UNION
+                                                 SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+                                             SELECT relid FROM tree)
+        LOOP
             FOREACH col IN ARRAY rt.partition_key || rt.id_column::text LOOP
                 IF NOT EXISTS (SELECT 1 FROM pg_attribute a
                                 WHERE a.attrelid = rt.staging_table AND a.attname = col
@@ -842,6 +856,40 @@ BEGIN
                                               rt.staging_table::text);
                 END IF;
             END LOOP;
+            -- a key column of another type writes other ids or keys: documents would fork
+            now_types := ARRAY(SELECT format_type(a.atttypid, a.atttypmod)
+                                 FROM unnest(rt.id_column::text || rt.partition_key) WITH ORDINALITY AS k(c, o)
+                                 JOIN pg_attribute a ON a.attrelid = rt.staging_table AND a.attname = k.c
+                                ORDER BY k.o);
+            IF rt.key_types IS NOT NULL AND now_types IS DISTINCT FROM rt.key_types THEN
+                RAISE EXCEPTION 'the type of a key column of table % is used by its cosmos_sink route', rt.staging_table
+                      USING DETAIL = format('The id and partition key columns were %s; now %s. Their text would change, and with it the documents'' ids or keys.',
+                                            array_to_string(rt.key_types, ', '), array_to_string(now_types, ', ')),
+                            HINT = format('Call cosmos_sink.remove_route(%L) first, change the table, add a new route, then cosmos_sink.resync() it.',
+                                          rt.staging_table::text);
+            END IF;
+            -- UPDATE and DELETE must still log the old id and partition key (and
+            -- the whole old row when a column can be TOASTed), as add_route() set up
+            SELECT c.relreplident INTO ident FROM pg_class c WHERE c.oid = rt.staging_table;
+            IF ident <> 'f' THEN
+                toastable := EXISTS (SELECT 1 FROM pg_attribute a
+                                      WHERE a.attrelid = rt.staging_table AND a.attnum > 0 AND NOT a.attisdropped
+                                        AND a.attlen = -1 AND a.attstorage <> 'p');
+                covered := ident <> 'n' AND COALESCE((
+                    SELECT bool_and(a.attnum = ANY (i.indkey::int2[]))
+                      FROM pg_index i
+                      JOIN pg_attribute a ON a.attrelid = rt.staging_table
+                                         AND a.attname = ANY (rt.partition_key || rt.id_column::text)
+                     WHERE i.indrelid = rt.staging_table
+                       AND CASE ident WHEN 'd' THEN i.indisprimary ELSE i.indisreplident END), false);
+                IF toastable OR NOT covered THEN
+                    RAISE EXCEPTION 'replica identity of table % no longer logs what its cosmos_sink route needs', rt.staging_table
+                          USING DETAIL = CASE WHEN covered
+                                              THEN 'Its columns can be TOASTed: UPDATEs must log the whole old row.'
+                                              ELSE 'UPDATE and DELETE must log the old id and partition key, or old documents stay in Cosmos DB.' END,
+                                HINT = format('Run: ALTER TABLE %s REPLICA IDENTITY FULL;', rt.staging_table);
+                END IF;
+            END IF;
         END LOOP;
     END LOOP;
 END

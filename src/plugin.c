@@ -285,6 +285,54 @@ ResolveUnchangedToast(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
 	return NULL;
 }
 
+/* Attribute numbers (1-based) of a route's key columns: the id, then the partition key */
+static int
+KeyColumns(RouteInfo *route, AttrNumber *attnums)
+{
+	int			i;
+
+	attnums[0] = route->id_attnum;
+	for (i = 0; i < route->npk; i++)
+		attnums[i + 1] = route->pk_attnums[i];
+	return route->npk + 1;
+}
+
+/*
+ * An UPDATE that leaves a TOASTed id or partition key unchanged logs a
+ * pointer into the live TOAST table, which decoding must never read (it may
+ * be gone by now): take the value from the old row, which logs the key
+ * columns whole. A problem text when it is nowhere in WAL.
+ */
+static char *
+ResolveUnchangedKeys(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
+{
+	AttrNumber	attnums[ROUTE_MAX_PK_COLUMNS + 1];
+	int			n;
+	int			i;
+
+	if (route->problem)
+		return route->problem;
+	n = KeyColumns(route, attnums);
+	for (i = 0; i < n; i++)
+	{
+		int			idx = attnums[i] - 1;
+		DocumentColumn *col = &route->shape->columns[idx];
+
+		if (!IsUnchangedToast(newrow->values[idx], newrow->nulls[idx], col))
+			continue;
+		if (oldrow->present && route->old_has_keys &&
+			!IsUnchangedToast(oldrow->values[idx], oldrow->nulls[idx], col))
+		{
+			newrow->values[idx] = oldrow->values[idx];
+			newrow->nulls[idx] = oldrow->nulls[idx];
+			continue;
+		}
+		return psprintf("UPDATE left TOASTed key column \"%s\" unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
+						col->name, route->table_name);
+	}
+	return NULL;
+}
+
 /* Compute the document id and the partition key (a JSON array) of a row */
 static char *
 RowKeys(RouteInfo *route, RowImage *row, char **id, char **pk)
@@ -297,6 +345,12 @@ RowKeys(RouteInfo *route, RowImage *row, char **id, char **pk)
 	*pk = NULL;
 	if (route->problem)
 		return route->problem;
+	for (i = 0; i < route->npk; i++)
+		if (IsUnchangedToast(row->values[route->pk_attnums[i] - 1], row->nulls[route->pk_attnums[i] - 1],
+							 &route->shape->columns[route->pk_attnums[i] - 1]))
+			return psprintf("partition key of a row of %s is stored out of line and not in WAL", route->table_name);
+	if (IsUnchangedToast(row->values[idx], row->nulls[idx], &route->shape->columns[idx]))
+		return psprintf("id of a row of %s is stored out of line and not in WAL", route->table_name);
 	if (row->nulls[idx])
 		return psprintf("id column of %s is NULL", route->table_name);
 	*id = DocumentKeyText(row->values[idx], route->shape->columns[idx].type, KEY_BUILD_LIMIT);
@@ -403,7 +457,11 @@ HandleUpdate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *rout
 			   *old_pk,
 			   *problem;
 
-	problem = RowKeys(route, &newrow, &id, &pk);
+	problem = ResolveUnchangedKeys(route, &newrow, &oldrow);
+	if (problem == NULL)
+		problem = RowKeys(route, &newrow, &id, &pk);
+	else
+		id = pk = NULL;
 	if (problem == NULL && oldrow.present && route->old_has_keys &&
 		RowKeys(route, &oldrow, &old_id, &old_pk) == NULL &&
 		(strcmp(id, old_id) != 0 || strcmp(pk, old_pk) != 0))

@@ -14,7 +14,7 @@
 #include "document.h"
 
 /* Columns of cosmos_sink.routes, in table order */
-#define Natts_routes				7
+#define Natts_routes				8
 #define Anum_routes_route_id		1
 #define Anum_routes_staging_table	2
 #define Anum_routes_cosmos_database	3
@@ -22,6 +22,7 @@
 #define Anum_routes_partition_key	5
 #define Anum_routes_id_column		6
 #define Anum_routes_created_at		7
+#define Anum_routes_key_types		8
 
 #define ROUTE_MAX_PK_COLUMNS 3
 #define ROUTES_TABLE "routes"

@@ -376,9 +376,14 @@ InsertRoute(Oid relid, const char *db, const char *container, Datum pkarray,
 	Datum		result;
 
 	SPI_connect();
+	/* key_types: what the DDL guard keeps from changing */
 	if (SPI_execute_with_args("INSERT INTO cosmos_sink.routes"
-							  " (staging_table, cosmos_database, container, partition_key, id_column)"
-							  " VALUES ($1, $2, $3, $4, $5::name) RETURNING *",
+							  " (staging_table, cosmos_database, container, partition_key, id_column, key_types)"
+							  " VALUES ($1, $2, $3, $4, $5::name,"
+							  " ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod)"
+							  " FROM unnest($5 || $4) WITH ORDINALITY AS k(c, o)"
+							  " JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attname = k.c"
+							  " ORDER BY k.o)) RETURNING *",
 							  5, (Oid[]) {OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID},
 							  (Datum[]) {ObjectIdGetDatum(relid), CStringGetTextDatum(db),
 							  CStringGetTextDatum(container), pkarray,
