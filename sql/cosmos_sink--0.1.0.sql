@@ -202,7 +202,9 @@ DECLARE
     dl record;
     id_type text;
     pk_types text[];
+    pk_exprs text;
     pk_text text;
+    row_pk_text text;
     part text;
     found_rows bigint;
     touched bigint;
@@ -216,42 +218,35 @@ BEGIN
     LOOP
         SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
           FROM pg_attribute a WHERE a.attrelid = rt.tbl AND a.attname = rt.id_column;
-        -- partition key columns by their base types (a domain's check is the owner's code)
+        -- partition key columns by their base types (a domain's check is the
+        -- owner's code), and the plugin's text of a row's key in SQL
         SELECT array_agg(format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
                                      CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
-                         ORDER BY k.o)
-          INTO pk_types
+                         ORDER BY k.o),
+               string_agg(format('COALESCE(to_json(%I::%s)::text, ''null'')', k.col,
+                                 format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+                                             CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)),
+                          ' || '','' || ' ORDER BY k.o)
+          INTO pk_types, pk_exprs
           FROM unnest(rt.partition_key) WITH ORDINALITY AS k(col, o)
           JOIN pg_attribute a ON a.attrelid = rt.tbl AND a.attname = k.col
           JOIN pg_type t ON t.oid = a.atttypid;
         -- writers wait while the table is retried: a row re-inserted meanwhile
         -- cannot land before the delete re-sent for its old self
         EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', rt.tbl);
-        FOR dl IN SELECT d.id, d.doc_id, d.partition_key
+        FOR dl IN SELECT d.id, d.operation, d.doc_id, d.partition_key
                     FROM @extschema@.dead_letters d
                    WHERE d.staging_table = rt.tbl AND d.retried_at IS NULL AND d.doc_id IS NOT NULL
                    ORDER BY d.id
                      FOR UPDATE
         LOOP
             BEGIN
-                -- every statement on the table runs as its owner (as_table_owner)
-                found_rows := @extschema@.as_table_owner(rt.tbl,
-                                  format('SELECT count(*) FROM (SELECT FROM %s WHERE %I = $1::%s LIMIT 1) s',
-                                         rt.tbl, rt.id_column, id_type),
-                                  dl.doc_id)::bigint;
-                IF found_rows > 0 THEN
-                    touched := @extschema@.as_table_owner(rt.tbl,
-                                   format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
-                                          rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type),
-                                   dl.doc_id)::bigint;
-                    IF touched = 0 THEN
-                        RAISE EXCEPTION 'the row exists, but its touch changed nothing (a trigger or rule of the table skipped it)';
-                    END IF;
-                ELSIF jsonb_typeof(dl.partition_key) = 'array'
-                      AND jsonb_array_length(dl.partition_key) = cardinality(pk_types) THEN
-                    -- the partition key as the plugin writes it (the worker keys
-                    -- each document's order by that text): each value through its column's type
-                    pk_text := NULL;
+                -- the record's partition key as the plugin writes it (the worker
+                -- keys each document's order by that text): each value through
+                -- its column's type
+                pk_text := NULL;
+                IF jsonb_typeof(dl.partition_key) = 'array'
+                   AND jsonb_array_length(dl.partition_key) = cardinality(pk_types) THEN
                     FOR i IN 1 .. cardinality(pk_types) LOOP
                         IF jsonb_typeof(dl.partition_key -> (i - 1)) = 'null' THEN
                             part := 'null';
@@ -261,8 +256,36 @@ BEGIN
                         END IF;
                         pk_text := concat_ws(',', pk_text, part);
                     END LOOP;
+                    pk_text := '[' || pk_text || ']';
+                END IF;
+                -- every statement on the table runs as its owner (as_table_owner)
+                found_rows := @extschema@.as_table_owner(rt.tbl,
+                                  format('SELECT count(*) FROM (SELECT FROM %s WHERE %I = $1::%s LIMIT 1) s',
+                                         rt.tbl, rt.id_column, id_type),
+                                  dl.doc_id)::bigint;
+                IF found_rows > 0 AND dl.operation = 'delete' AND pk_text IS NOT NULL THEN
+                    -- a parked delete of a row that lives on under another key:
+                    -- its old document must still go
+                    row_pk_text := '[' || @extschema@.as_table_owner(rt.tbl,
+                                       format('SELECT %s FROM %s WHERE %I = $1::%s LIMIT 1',
+                                              pk_exprs, rt.tbl, rt.id_column, id_type),
+                                       dl.doc_id) || ']';
+                    IF row_pk_text IS DISTINCT FROM pk_text THEN
+                        INSERT INTO @extschema@.resend_deletes VALUES (rt.tbl, pk_text, dl.doc_id);
+                        DELETE FROM @extschema@.resend_deletes;
+                    END IF;
+                END IF;
+                IF found_rows > 0 THEN
+                    touched := @extschema@.as_table_owner(rt.tbl,
+                                   format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
+                                          rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type),
+                                   dl.doc_id)::bigint;
+                    IF touched = 0 THEN
+                        RAISE EXCEPTION 'the row exists, but its touch changed nothing (a trigger or rule of the table skipped it)';
+                    END IF;
+                ELSIF pk_text IS NOT NULL THEN
                     -- the plugin decodes the insert as a delete, in commit order
-                    INSERT INTO @extschema@.resend_deletes VALUES (rt.tbl, '[' || pk_text || ']', dl.doc_id);
+                    INSERT INTO @extschema@.resend_deletes VALUES (rt.tbl, pk_text, dl.doc_id);
                     DELETE FROM @extschema@.resend_deletes;
                 ELSE
                     RAISE EXCEPTION 'the row is gone and the record has no partition key its delete could name';
