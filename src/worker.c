@@ -571,6 +571,21 @@ WaitForPrerequisites(void)
 	StatusClearError();
 }
 
+/*
+ * Ids and partition keys are the text of values: whatever postgresql.conf
+ * says, the worker renders dates, intervals and floats one way (ISO, the
+ * default interval style, shortest exact floats), so a settings change never
+ * gives the same row another id or key. (timestamptz follows TimeZone, as in
+ * documents.)
+ */
+static void
+PinKeyTextSettings(void)
+{
+	SetConfigOption("DateStyle", "ISO, MDY", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("IntervalStyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("extra_float_digits", "1", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 /* Entry point of the background worker */
 void
 CosmosSinkWorkerMain(Datum arg)
@@ -582,6 +597,7 @@ CosmosSinkWorkerMain(Datum arg)
 	pgstat_report_appname("cosmos_sink worker");
 	/* a superuser session: no object of another role's schema may shadow a name */
 	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	PinKeyTextSettings();
 
 	SpinLockAcquire(&CosmosSinkState->mutex);
 	CosmosSinkState->worker_pid = MyProcPid;
