@@ -92,6 +92,12 @@ INSERT INTO types_staging VALUES
   E'line\nbreak', '2001:db8::1', '2001:db8::/32', '00:00:00:00:00:00', 0, '(1e300,-1e-300)',
   E'''quoted'' lexeme', '(,)', '(,)', ROW(E'a"b\\c', -1, ARRAY[NULL, 'é']), NULL,
   B'11111111', B'1', 4294967295, '<?xml version="1.0"?><r/>');
+-- arrays past 1024 elements are visited one at a time: the same JSON
+INSERT INTO types_staging (id, pk, c_int_array, c_text_2d, c_comp_arr)
+SELECT 6, 'p6', ARRAY(SELECT CASE WHEN g % 100 = 0 THEN NULL ELSE g END FROM generate_series(1, 1500) g),
+       (SELECT array_agg(ARRAY(SELECT chr(65 + (i + j) % 26) FROM generate_series(1, 40) j))
+          FROM generate_series(1, 40) i),
+       ARRAY(SELECT ROW('s' || g, g, ARRAY['t'])::address FROM generate_series(1, 1100) g);
 
 -- how many column types the table covers
 SELECT count(DISTINCT atttypid) >= 30 AS at_least_30_types

@@ -42,7 +42,10 @@
 static HTAB *TypeInfoHash = NULL;
 static MemoryContext TypeInfoContext = NULL;
 
-/* The document being built: longest it may grow, and why building stopped */
+/*
+ * The document being built: longest it may grow, and why building stopped.
+ * Every entry point (DocumentAppendRow, DocumentAppendBounded) sets both.
+ */
 static int	DocumentMaxLen = INT_MAX;
 static char *DocumentProblem = NULL;
 
@@ -289,15 +292,23 @@ CheckDocumentLength(StringInfo out)
  * (small numbers), other types (geometry, points: binary doubles, short text)
  * to at least a sixteenth. Past this check the rendered length is checked.
  */
-static bool
+static inline bool
 ValueCannotFit(StringInfo out, Datum value, JsonTypeInfo *type)
 {
+	Pointer		p = DatumGetPointer(value);
 	Size		raw;
 	Size		room;
 
-	if (type->typlen != -1 || DocumentMaxLen == INT_MAX)
+	if (type->typlen != -1)
 		return false;
-	raw = toast_raw_datum_size(value) - VARHDRSZ;
+	/* a plain value in the row (not compressed, not a pointer): its size is in its header */
+	if (VARATT_IS_4B_U(p) || (VARATT_IS_1B(p) && !VARATT_IS_1B_E(p)))
+		raw = VARSIZE_ANY_EXHDR(p);
+	else
+		raw = toast_raw_datum_size(value) - VARHDRSZ;
+	/* the common case: a small value, far from the limit */
+	if (raw < 1024 && out->len < DocumentMaxLen - 16 * 1024)
+		return false;
 	room = out->len < DocumentMaxLen ? DocumentMaxLen - out->len : 0;
 	switch (type->category)
 	{
@@ -482,9 +493,36 @@ AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, ArrayIterator it,
 	appendStringInfoChar(out, ']');
 }
 
+/* Arrays with more elements than this are visited one at a time */
+#define ARRAY_ITERATE_MIN_ITEMS 1024
+
+/* Append one dimension of an array already split into elements */
+static void
+AppendArrayDimValues(StringInfo out, int dim, int ndims, int *dims, Datum *values,
+					 bool *nulls, int *index, JsonTypeInfo *elem)
+{
+	int			i;
+
+	appendStringInfoChar(out, '[');
+	for (i = 0; i < dims[dim] && DocumentProblem == NULL; i++)
+	{
+		if (i > 0)
+			appendStringInfoChar(out, ',');
+		if (dim + 1 == ndims)
+		{
+			DocumentAppendValue(out, values[*index], nulls[*index], elem);
+			(*index)++;
+		}
+		else
+			AppendArrayDimValues(out, dim + 1, ndims, dims, values, nulls, index, elem);
+	}
+	appendStringInfoChar(out, ']');
+}
+
 /*
- * Append an array as nested JSON arrays, one level per dimension; elements
- * are visited one at a time (no copy of them all), so building can stop early
+ * Append an array as nested JSON arrays, one level per dimension. A large
+ * array's elements are visited one at a time (no copy of them all), so
+ * building can stop early; a small one is split at once (cheaper).
  */
 static void
 AppendArray(StringInfo out, Datum value, JsonTypeInfo *type)
@@ -493,10 +531,27 @@ AppendArray(StringInfo out, Datum value, JsonTypeInfo *type)
 	JsonTypeInfo *elem = DocumentTypeInfo(type->elemtype);
 	ArrayMetaState meta;
 	ArrayIterator it;
+	int			nitems;
 
-	if (ARR_NDIM(array) <= 0 || ArrayGetNItems(ARR_NDIM(array), ARR_DIMS(array)) == 0)
+	nitems = ARR_NDIM(array) <= 0 ? 0 : ArrayGetNItems(ARR_NDIM(array), ARR_DIMS(array));
+	if (nitems == 0)
 	{
 		appendStringInfoString(out, "[]");
+		return;
+	}
+	if (nitems <= ARRAY_ITERATE_MIN_ITEMS)
+	{
+		Datum	   *values;
+		bool	   *nulls;
+		int			count;
+		int			index = 0;
+
+		deconstruct_array(array, type->elemtype, type->elmlen, type->elmbyval,
+						  type->elmalign, &values, &nulls, &count);
+		AppendArrayDimValues(out, 0, ARR_NDIM(array), ARR_DIMS(array), values, nulls,
+							 &index, elem);
+		pfree(values);
+		pfree(nulls);
 		return;
 	}
 	meta.element_type = type->elemtype;
@@ -556,17 +611,9 @@ DocumentAppendBounded(StringInfo out, Datum value, bool isnull, JsonTypeInfo *ty
 {
 	char	   *problem;
 
-	DocumentMaxLen = max_len;
+	DocumentMaxLen = out->len + max_len;
 	DocumentProblem = NULL;
-	PG_TRY();
-	{
-		DocumentAppendValue(out, value, isnull, type);
-	}
-	PG_FINALLY();
-	{
-		DocumentMaxLen = INT_MAX;
-	}
-	PG_END_TRY();
+	DocumentAppendValue(out, value, isnull, type);
 	problem = DocumentProblem;
 	DocumentProblem = NULL;
 	return problem;
@@ -586,15 +633,7 @@ DocumentAppendRow(StringInfo out, DocumentShape *shape, Datum *values,
 
 	DocumentMaxLen = start + max_len;
 	DocumentProblem = NULL;
-	PG_TRY();
-	{
-		AppendRowColumns(out, shape, values, nulls);
-	}
-	PG_FINALLY();
-	{
-		DocumentMaxLen = INT_MAX;
-	}
-	PG_END_TRY();
+	AppendRowColumns(out, shape, values, nulls);
 	problem = DocumentProblem;
 	DocumentProblem = NULL;
 	if (problem != NULL)
