@@ -16,6 +16,8 @@ CREATE FUNCTION cosmos_test.format_date(unix_seconds bigint) RETURNS text
   AS '$libdir/cosmos_sink', 'cosmos_test_format_date' LANGUAGE C STRICT;
 CREATE FUNCTION cosmos_test.parse_key(key_text text) RETURNS text
   AS '$libdir/cosmos_sink', 'cosmos_test_parse_key' LANGUAGE C STRICT;
+CREATE FUNCTION cosmos_test.minor_release_problem(version_num integer) RETURNS text
+    AS 'cosmos_sink', 'cosmos_test_minor_release_problem' LANGUAGE C STRICT;
 CREATE FUNCTION cosmos_test.load_credentials(key_file text, aad_file text) RETURNS text
   AS '$libdir/cosmos_sink', 'cosmos_test_load_credentials' LANGUAGE C;
 CREATE FUNCTION cosmos_test.epk(pk_json text, kind text, version int) RETURNS text
@@ -144,9 +146,20 @@ SELECT cosmos_test.load_credentials('/nonexistent/cosmos-key', '/nonexistent/cos
 SELECT cosmos_test.load_credentials(NULL, NULL) AS none_set,
        cosmos_test.load_credentials('', '') AS empty_settings;
 SELECT cosmos_test.load_credentials('/', NULL) AS directory;
--- a key file others can read is refused, naming the fix (never the contents)
-SELECT cosmos_test.load_credentials('/etc/passwd', NULL) AS world_readable_key_file;
-SELECT cosmos_test.load_credentials(NULL, '/etc/passwd') AS not_a_token;
+-- a key or token file another OS user owns, or others can read, is refused,
+-- naming the fix (never the contents); uids and paths differ per machine
+CREATE FUNCTION pg_temp.masked(t text) RETURNS text LANGUAGE sql AS $$
+    SELECT regexp_replace(regexp_replace(regexp_replace(t, '(uid |is |chown )[0-9]+', '\1N', 'g'),
+                                         '"/[^"]*"', '"FILE"', 'g'),
+                          '(chmod 600 |chown N )/[^ ]+', '\1FILE', 'g')
+$$;
+SELECT pg_temp.masked(cosmos_test.load_credentials('/etc/passwd', NULL)) AS foreign_key_file;
+SELECT pg_temp.masked(cosmos_test.load_credentials(NULL, '/etc/passwd')) AS foreign_token_file;
+\getenv abs_builddir PG_ABS_BUILDDIR
+\set readable_file :abs_builddir '/results/readable_token.txt'
+COPY (SELECT 'not a token') TO :'readable_file';
+SELECT pg_temp.masked(cosmos_test.load_credentials(NULL, :'readable_file')) AS readable_token_file;
+SELECT pg_temp.masked(cosmos_test.load_credentials(:'readable_file', NULL)) AS readable_key_file;
 
 --
 -- MurmurHash3 self-checks (Appleby reference values)
@@ -360,5 +373,10 @@ SELECT k AS case, cosmos_test.id_reason(v) AS reason
   ) AS t(k, v);
 
 SET client_min_messages = warning;
+-- minor releases without PostgreSQL's fix for invalidations of committed
+-- transactions are refused, naming the release to upgrade to
+SELECT v, cosmos_test.minor_release_problem(v) AS problem
+  FROM unnest(ARRAY[150012, 150013, 160008, 160009, 170004, 170005, 180000]) AS v;
+
 DROP SCHEMA cosmos_test CASCADE;
 RESET client_min_messages;

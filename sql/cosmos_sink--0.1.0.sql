@@ -14,7 +14,8 @@ CREATE TABLE routes (
     container       text NOT NULL,
     partition_key   text[] NOT NULL,
     id_column       name NOT NULL,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    key_types       text[]          -- types of the id and partition key columns, as routed
 ) WITH (user_catalog_table = true);
 SELECT pg_catalog.pg_extension_config_dump('routes', '');
 REVOKE ALL ON routes FROM PUBLIC;
@@ -64,11 +65,67 @@ CREATE TABLE dead_letters (
     http_status   integer,
     sub_status    integer,
     error         text NOT NULL,
-    retried_at    timestamptz
+    retried_at    timestamptz,
+    retry_error   text            -- why the last retry_dead_letters() could not re-send it
 );
 SELECT pg_catalog.pg_extension_config_dump('dead_letters', '');
 REVOKE ALL ON dead_letters FROM PUBLIC;
-GRANT SELECT ON dead_letters TO pg_monitor;
+
+-- Whether the current role may read every row of a table as it stands: a
+-- member of its owner, or a reader whom no row-level security policy limits.
+-- A dead letter holds a row's data, so it is shown only to such roles.
+CREATE FUNCTION can_read_rows(tbl regclass) RETURNS boolean
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT COALESCE((SELECT pg_has_role(c.relowner, 'USAGE')
+                            OR (has_table_privilege(c.oid, 'SELECT')
+                                AND (NOT c.relrowsecurity
+                                     OR (SELECT r.rolbypassrls FROM pg_roles r
+                                          WHERE r.rolname = current_user)))
+                       FROM pg_class c WHERE c.oid = tbl), false)
+$$;
+GRANT EXECUTE ON FUNCTION can_read_rows(regclass) TO PUBLIC;
+
+-- A dead letter holds a row's data: the table itself is the extension
+-- owner's; pg_monitor sees how many wait per table, and the dead letters of
+-- the tables it may read in full.
+CREATE VIEW dead_letter_counts AS
+SELECT staging_table,
+       count(*) FILTER (WHERE retried_at IS NULL) AS waiting,
+       count(*) AS total,
+       min(failed_at) FILTER (WHERE retried_at IS NULL) AS oldest_waiting
+  FROM dead_letters
+ GROUP BY staging_table;
+GRANT SELECT ON dead_letter_counts TO pg_monitor;
+
+CREATE VIEW readable_dead_letters WITH (security_barrier) AS
+SELECT * FROM dead_letters WHERE @extschema@.can_read_rows(staging_table);
+GRANT SELECT ON readable_dead_letters TO pg_monitor;
+
+-- Deletes of documents whose rows are gone, asked for by retry_dead_letters().
+-- The output plugin decodes inserts into this table (rows are deleted in the
+-- same transaction): only the extension owner can write it, so nobody else
+-- can make the worker delete a document.
+CREATE TABLE resend_deletes (
+    staging_table regclass NOT NULL,
+    partition_key text NOT NULL,    -- a JSON array, written as the plugin writes keys
+    doc_id        text NOT NULL
+);
+REVOKE ALL ON resend_deletes FROM PUBLIC;
+-- deletable under a FOR ALL TABLES publication too
+ALTER TABLE resend_deletes REPLICA IDENTITY FULL;
+
+-- Runs one statement (parameters $1.. as text) as the owner of a table, as a
+-- security-restricted operation with a pinned search_path, the way REFRESH
+-- MATERIALIZED VIEW runs a view's query: triggers, defaults, generated
+-- columns, policies and operators the owner wrote run with the owner's
+-- rights, never the caller's. Returns the first column of the first row (for
+-- a query), or the number of rows processed. Superusers only.
+CREATE FUNCTION as_table_owner(staging_table regclass, statement text, VARIADIC args text[] DEFAULT '{}')
+RETURNS text
+AS 'MODULE_PATHNAME', 'as_table_owner' LANGUAGE C;
+REVOKE ALL ON FUNCTION as_table_owner(regclass, text, text[]) FROM PUBLIC;
 
 -- The worker's shared state (one row); the status view adds the slot's view
 CREATE FUNCTION worker_status(OUT state text, OUT worker_pid integer,
@@ -78,6 +135,8 @@ CREATE FUNCTION worker_status(OUT state text, OUT worker_pid integer,
                               OUT paused boolean, OUT slot_name text)
 RETURNS record
 AS 'MODULE_PATHNAME', 'worker_status' LANGUAGE C;
+REVOKE ALL ON FUNCTION worker_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION worker_status() TO pg_monitor;
 
 -- (the status view is defined below, after the resyncs table it reports on)
 
@@ -98,6 +157,8 @@ CREATE FUNCTION container_stats_internal(OUT route_id integer, OUT upserts bigin
     OUT truncates bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'container_stats_internal' LANGUAGE C;
+REVOKE ALL ON FUNCTION container_stats_internal() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION container_stats_internal() TO pg_monitor;
 
 CREATE VIEW container_stats AS
 SELECT r.staging_table,
@@ -127,8 +188,10 @@ GRANT SELECT ON container_stats TO pg_monitor;
 
 -- Re-sends parked records from the current state of their staging rows: a row
 -- that still exists is touched (its UPDATE carries the newest document); a row
--- that is gone gets its delete re-sent, in commit order, through a
--- transactional logical message. Returns how many records were re-sent.
+-- that is gone gets its delete re-sent, in commit order, through
+-- resend_deletes. Statements on the table run as its owner (as_table_owner).
+-- A record that cannot be re-sent keeps retried_at NULL and says why in
+-- retry_error; the others go on. Returns how many records were re-sent.
 CREATE FUNCTION retry_dead_letters(staging_table regclass DEFAULT NULL)
 RETURNS bigint
 LANGUAGE plpgsql
@@ -138,36 +201,102 @@ DECLARE
     rt record;
     dl record;
     id_type text;
+    pk_types text[];
+    pk_exprs text;
+    pk_text text;
+    row_pk_text text;
+    part text;
+    found_rows bigint;
     touched bigint;
     n bigint := 0;
 BEGIN
-    FOR rt IN SELECT r.staging_table AS tbl, r.id_column
+    FOR rt IN SELECT r.staging_table AS tbl, r.id_column, r.partition_key
                 FROM @extschema@.routes r
                WHERE retry_dead_letters.staging_table IS NULL
                   OR r.staging_table = retry_dead_letters.staging_table
+               ORDER BY r.route_id
     LOOP
         SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
           FROM pg_attribute a WHERE a.attrelid = rt.tbl AND a.attname = rt.id_column;
-        FOR dl IN SELECT d.id, d.doc_id, d.partition_key
+        -- partition key columns by their base types (a domain's check is the
+        -- owner's code), and the plugin's text of a row's key in SQL
+        SELECT array_agg(format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+                                     CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+                         ORDER BY k.o),
+               string_agg(format('COALESCE(to_json(%I::%s)::text, ''null'')', k.col,
+                                 format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+                                             CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)),
+                          ' || '','' || ' ORDER BY k.o)
+          INTO pk_types, pk_exprs
+          FROM unnest(rt.partition_key) WITH ORDINALITY AS k(col, o)
+          JOIN pg_attribute a ON a.attrelid = rt.tbl AND a.attname = k.col
+          JOIN pg_type t ON t.oid = a.atttypid;
+        -- writers wait while the table is retried: a row re-inserted meanwhile
+        -- cannot land before the delete re-sent for its old self
+        EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', rt.tbl);
+        FOR dl IN SELECT d.id, d.operation, d.doc_id, d.partition_key
                     FROM @extschema@.dead_letters d
                    WHERE d.staging_table = rt.tbl AND d.retried_at IS NULL AND d.doc_id IS NOT NULL
                    ORDER BY d.id
                      FOR UPDATE
         LOOP
-            EXECUTE format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
-                           rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type)
-              USING dl.doc_id;
-            GET DIAGNOSTICS touched = ROW_COUNT;
-            IF touched = 0 AND jsonb_typeof(dl.partition_key) = 'array' THEN
-                PERFORM pg_logical_emit_message(true, 'cosmos_sink',
-                    concat_ws(E'\n', 'delete', rt.tbl::oid::text,
-                              '[' || (SELECT string_agg(e::text, ',' ORDER BY o)
-                                        FROM jsonb_array_elements(dl.partition_key)
-                                             WITH ORDINALITY AS x(e, o)) || ']',
-                              dl.doc_id));
-            END IF;
-            UPDATE @extschema@.dead_letters SET retried_at = now() WHERE id = dl.id;
-            n := n + 1;
+            BEGIN
+                -- the record's partition key as the plugin writes it (the worker
+                -- keys each document's order by that text): each value through
+                -- its column's type
+                pk_text := NULL;
+                IF jsonb_typeof(dl.partition_key) = 'array'
+                   AND jsonb_array_length(dl.partition_key) = cardinality(pk_types) THEN
+                    FOR i IN 1 .. cardinality(pk_types) LOOP
+                        IF jsonb_typeof(dl.partition_key -> (i - 1)) = 'null' THEN
+                            part := 'null';
+                        ELSE
+                            EXECUTE format('SELECT to_json($1::%s)::text', pk_types[i])
+                               INTO part USING dl.partition_key ->> (i - 1);
+                        END IF;
+                        pk_text := concat_ws(',', pk_text, part);
+                    END LOOP;
+                    pk_text := '[' || pk_text || ']';
+                END IF;
+                -- every statement on the table runs as its owner (as_table_owner)
+                found_rows := @extschema@.as_table_owner(rt.tbl,
+                                  format('SELECT count(*) FROM (SELECT FROM %s WHERE %I = $1::%s LIMIT 1) s',
+                                         rt.tbl, rt.id_column, id_type),
+                                  dl.doc_id)::bigint;
+                IF found_rows > 0 AND dl.operation = 'delete' AND pk_text IS NOT NULL THEN
+                    -- a parked delete of a row that lives on under another key:
+                    -- its old document must still go
+                    row_pk_text := '[' || @extschema@.as_table_owner(rt.tbl,
+                                       format('SELECT %s FROM %s WHERE %I = $1::%s LIMIT 1',
+                                              pk_exprs, rt.tbl, rt.id_column, id_type),
+                                       dl.doc_id) || ']';
+                    IF row_pk_text IS DISTINCT FROM pk_text THEN
+                        INSERT INTO @extschema@.resend_deletes VALUES (rt.tbl, pk_text, dl.doc_id);
+                        DELETE FROM @extschema@.resend_deletes;
+                    END IF;
+                END IF;
+                IF found_rows > 0 THEN
+                    touched := @extschema@.as_table_owner(rt.tbl,
+                                   format('UPDATE %s SET %I = %I WHERE %I = $1::%s',
+                                          rt.tbl, rt.id_column, rt.id_column, rt.id_column, id_type),
+                                   dl.doc_id)::bigint;
+                    IF touched = 0 THEN
+                        RAISE EXCEPTION 'the row exists, but its touch changed nothing (a trigger or rule of the table skipped it)';
+                    END IF;
+                ELSIF pk_text IS NOT NULL THEN
+                    -- the plugin decodes the insert as a delete, in commit order
+                    INSERT INTO @extschema@.resend_deletes VALUES (rt.tbl, pk_text, dl.doc_id);
+                    DELETE FROM @extschema@.resend_deletes;
+                ELSE
+                    RAISE EXCEPTION 'the row is gone and the record has no partition key its delete could name';
+                END IF;
+                UPDATE @extschema@.dead_letters SET retried_at = now(), retry_error = NULL WHERE id = dl.id;
+                n := n + 1;
+            EXCEPTION WHEN others THEN
+                -- one record (or one owner's code) cannot hold back the others
+                UPDATE @extschema@.dead_letters SET retry_error = sqlerrm WHERE id = dl.id;
+                RAISE WARNING 'cosmos_sink: the dead letter of % id % was not re-sent: %', rt.tbl, dl.doc_id, sqlerrm;
+            END;
         END LOOP;
     END LOOP;
     RETURN n;
@@ -617,7 +746,8 @@ $$;
 REVOKE ALL ON FUNCTION resync(regclass) FROM PUBLIC;
 
 -- One chunk of a backfill (called by the worker, in its own transaction):
--- touches up to chunk rows after last_id; returns the rows touched, 0 when done.
+-- touches up to chunk rows after last_id, as the table's owner (as_table_owner);
+-- returns the rows touched, 0 when done.
 CREATE FUNCTION resync_step(staging_table regclass, chunk integer) RETURNS bigint
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
@@ -646,23 +776,25 @@ BEGIN
       FROM pg_attribute a
      WHERE a.attrelid = job.staging_table AND a.attname = job.id_column AND NOT a.attisdropped;
     IF job.started_at IS NULL THEN
-        EXECUTE format('SELECT count(*) FROM %s', job.staging_table) INTO job.rows_total;
+        job.rows_total := @extschema@.as_table_owner(job.staging_table,
+                              format('SELECT count(*) FROM %s', job.staging_table))::bigint;
         UPDATE @extschema@.resyncs SET started_at = now(), rows_total = job.rows_total
          WHERE resyncs.staging_table = resync_step.staging_table;
     END IF;
     -- the chunk ends at an id value, so rows sharing an id are never split
-    EXECUTE format('SELECT max(%1$I)::text FROM (SELECT %1$I FROM %2$s WHERE $1 IS NULL OR %1$I > $1::%3$s'
-                   ' ORDER BY %1$I LIMIT $2) c', job.id_column, job.staging_table, id_type)
-       INTO upto USING job.last_id, chunk;
+    upto := @extschema@.as_table_owner(job.staging_table,
+                format('SELECT max(%1$I)::text FROM (SELECT %1$I FROM %2$s WHERE $1 IS NULL OR %1$I > $1::%3$s'
+                       ' ORDER BY %1$I LIMIT $2::integer) c', job.id_column, job.staging_table, id_type),
+                job.last_id, chunk::text);
     IF upto IS NULL THEN
         UPDATE @extschema@.resyncs SET finished_at = now()
          WHERE resyncs.staging_table = resync_step.staging_table;
         RETURN 0;
     END IF;
-    EXECUTE format('UPDATE %2$s SET %1$I = %1$I WHERE ($1 IS NULL OR %1$I > $1::%3$s) AND %1$I <= $2::%3$s',
-                   job.id_column, job.staging_table, id_type)
-      USING job.last_id, upto;
-    GET DIAGNOSTICS touched = ROW_COUNT;
+    touched := @extschema@.as_table_owner(job.staging_table,
+                   format('UPDATE %2$s SET %1$I = %1$I WHERE ($1 IS NULL OR %1$I > $1::%3$s) AND %1$I <= $2::%3$s',
+                          job.id_column, job.staging_table, id_type),
+                   job.last_id, upto)::bigint;
     UPDATE @extschema@.resyncs SET last_id = upto, rows_done = rows_done + touched
      WHERE resyncs.staging_table = resync_step.staging_table;
     RETURN touched;
@@ -687,9 +819,13 @@ SELECT w.state,
        s.safe_wal_size,
        w.last_error,
        w.last_error_at,
-       (SELECT string_agg(format('%s %s/%s', r.staging_table, r.rows_done,
-                                 COALESCE(r.rows_total::text, '?')), ', ' ORDER BY r.requested_at)
-          FROM resyncs r WHERE r.finished_at IS NULL) AS resync_progress
+       (SELECT string_agg(CASE WHEN r.finished_at IS NULL
+                               THEN format('%s %s/%s', r.staging_table, r.rows_done,
+                                           COALESCE(r.rows_total::text, '?'))
+                               ELSE format('%s %s', r.staging_table, r.note) END,
+                          ', ' ORDER BY r.requested_at)
+          FROM resyncs r
+         WHERE r.finished_at IS NULL OR r.note LIKE 'failed:%') AS resync_progress
   FROM worker_status() w
   LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot_name;
 GRANT SELECT ON status TO pg_monitor;
@@ -698,24 +834,41 @@ GRANT SELECT ON status TO pg_monitor;
 -- Schema changes of routed tables
 -- ---------------------------------------------------------------------------
 
--- After ALTER TABLE: a routed table must keep its id and partition key columns
--- (documents are keyed by them and the container's partition key path names
--- them). Other columns may come, go, be renamed or change type: documents take
--- the new shape from that point of the stream.
+-- The event triggers fire for every role's DDL, so their functions run as the
+-- extension owner (SECURITY DEFINER, pinned search_path): any role can alter
+-- and drop its own tables, though only the owner can read routes.
+
+-- After ALTER TABLE (of the table or of a parent that recursed into it): a
+-- routed table must keep its id and partition key columns, with their types
+-- (documents are keyed by their text and the container's partition key path
+-- names them), and a replica identity that logs them. Other columns may come,
+-- go, be renamed or change type: documents take the new shape from that point
+-- of the stream.
 CREATE FUNCTION ddl_guard() RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     cmd record;
     rt record;
     col text;
+    now_types text[];
+    ident "char";
+    toastable boolean;
+    covered boolean;
 BEGIN
     FOR cmd IN SELECT * FROM pg_event_trigger_ddl_commands()
                 WHERE object_type IN ('table', 'table column') AND command_tag = 'ALTER TABLE'
                   AND classid = 'pg_class'::regclass
     LOOP
-        FOR rt IN SELECT * FROM @extschema@.routes r WHERE r.staging_table = cmd.objid LOOP
+        -- the table and every partition or child it recursed into
+        FOR rt IN SELECT r.* FROM @extschema@.routes r
+                   WHERE r.staging_table IN (WITH RECURSIVE tree(relid) AS (
+                                                 SELECT cmd.objid
+                                                 UNION
+                                                 SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.relid)
+                                             SELECT relid FROM tree)
+        LOOP
             FOREACH col IN ARRAY rt.partition_key || rt.id_column::text LOOP
                 IF NOT EXISTS (SELECT 1 FROM pg_attribute a
                                 WHERE a.attrelid = rt.staging_table AND a.attname = col
@@ -726,6 +879,40 @@ BEGIN
                                               rt.staging_table::text);
                 END IF;
             END LOOP;
+            -- a key column of another type writes other ids or keys: documents would fork
+            now_types := ARRAY(SELECT format_type(a.atttypid, a.atttypmod)
+                                 FROM unnest(rt.id_column::text || rt.partition_key) WITH ORDINALITY AS k(c, o)
+                                 JOIN pg_attribute a ON a.attrelid = rt.staging_table AND a.attname = k.c
+                                ORDER BY k.o);
+            IF rt.key_types IS NOT NULL AND now_types IS DISTINCT FROM rt.key_types THEN
+                RAISE EXCEPTION 'the type of a key column of table % is used by its cosmos_sink route', rt.staging_table
+                      USING DETAIL = format('The id and partition key columns were %s; now %s. Their text would change, and with it the documents'' ids or keys.',
+                                            array_to_string(rt.key_types, ', '), array_to_string(now_types, ', ')),
+                            HINT = format('Call cosmos_sink.remove_route(%L) first, change the table, add a new route, then cosmos_sink.resync() it.',
+                                          rt.staging_table::text);
+            END IF;
+            -- UPDATE and DELETE must still log the old id and partition key (and
+            -- the whole old row when a column can be TOASTed), as add_route() set up
+            SELECT c.relreplident INTO ident FROM pg_class c WHERE c.oid = rt.staging_table;
+            IF ident <> 'f' THEN
+                toastable := EXISTS (SELECT 1 FROM pg_attribute a
+                                      WHERE a.attrelid = rt.staging_table AND a.attnum > 0 AND NOT a.attisdropped
+                                        AND a.attlen = -1 AND a.attstorage <> 'p');
+                covered := ident <> 'n' AND COALESCE((
+                    SELECT bool_and(a.attnum = ANY (i.indkey::int2[]))
+                      FROM pg_index i
+                      JOIN pg_attribute a ON a.attrelid = rt.staging_table
+                                         AND a.attname = ANY (rt.partition_key || rt.id_column::text)
+                     WHERE i.indrelid = rt.staging_table
+                       AND CASE ident WHEN 'd' THEN i.indisprimary ELSE i.indisreplident END), false);
+                IF toastable OR NOT covered THEN
+                    RAISE EXCEPTION 'replica identity of table % no longer logs what its cosmos_sink route needs', rt.staging_table
+                          USING DETAIL = CASE WHEN covered
+                                              THEN 'Its columns can be TOASTed: UPDATEs must log the whole old row.'
+                                              ELSE 'UPDATE and DELETE must log the old id and partition key, or old documents stay in Cosmos DB.' END,
+                                HINT = format('Run: ALTER TABLE %s REPLICA IDENTITY FULL;', rt.staging_table);
+                END IF;
+            END IF;
         END LOOP;
     END LOOP;
 END
@@ -739,7 +926,7 @@ REVOKE ALL ON FUNCTION route_changed() FROM PUBLIC;
 -- After DROP TABLE: its route goes with it (changes committed before the drop
 -- are still forwarded; they are in the stream before this transaction).
 CREATE FUNCTION drop_guard() RETURNS event_trigger
-LANGUAGE plpgsql
+LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
@@ -757,6 +944,9 @@ BEGIN
     END LOOP;
 END
 $$;
+
+REVOKE ALL ON FUNCTION ddl_guard() FROM PUBLIC;
+REVOKE ALL ON FUNCTION drop_guard() FROM PUBLIC;
 
 CREATE EVENT TRIGGER cosmos_sink_ddl_guard ON ddl_command_end
     WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION ddl_guard();

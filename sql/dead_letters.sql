@@ -39,6 +39,16 @@ SELECT data::jsonb - 'xid' - 'lsn' - 'commit_time' AS record
   FROM pg_logical_slot_get_changes('regress_dl', NULL, NULL, 'format', 'json');
 SELECT operation, doc_id, retried_at IS NOT NULL AS retried FROM cosmos_sink.dead_letters ORDER BY id;
 
+-- a parked delete of a row that now lives under another partition key: the
+-- old document is deleted, the row re-sent under its new key
+INSERT INTO dl_staging VALUES (3, 'c3-new', 'moved');
+SELECT pg_logical_slot_get_changes('regress_dl', NULL, NULL, 'format', 'json') IS NOT NULL AS skipped;
+INSERT INTO cosmos_sink.dead_letters (staging_table, lsn, operation, doc_id, partition_key, error)
+VALUES ('dl_staging', '0/5', 'delete', '3', '["c3-old"]', 'refused');
+SELECT cosmos_sink.retry_dead_letters('dl_staging');
+SELECT data::jsonb->>'op' AS op, data::jsonb->>'id' AS id, data::jsonb->'partition_key' AS pk
+  FROM pg_logical_slot_get_changes('regress_dl', NULL, NULL, 'format', 'json');
+
 -- nothing left to retry
 SELECT cosmos_sink.retry_dead_letters();
 

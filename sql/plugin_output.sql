@@ -95,8 +95,12 @@ SELECT c->>'op' AS op, c->'document'->>'amount' AS amount,
        c->'document'->>'note' = (SELECT note FROM orders_staging WHERE order_id = 70) AS note_is_real,
        length(c->'document'->>'note') AS note_length
   FROM changes() c;
--- without a whole old row the value is nowhere in WAL: an error record, never a placeholder
+-- without a whole old row the value is nowhere in WAL: an error record, never a
+-- placeholder (the DDL guard refuses this identity; with event triggers off it
+-- can still happen)
+SET session_replication_role = replica;
 ALTER TABLE orders_staging REPLICA IDENTITY DEFAULT;
+RESET session_replication_role;
 UPDATE orders_staging SET amount = 9 WHERE order_id = 70;
 SELECT c->>'op' AS op, c->>'id' AS id, c->>'error' AS error, c ? 'document' AS has_document FROM changes() c;
 ALTER TABLE orders_staging REPLICA IDENTITY FULL;
@@ -122,6 +126,25 @@ SELECT cosmos_sink.decode_record('\x00'::bytea);
 -- options
 SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'format', 'xml');
 SELECT * FROM pg_logical_slot_peek_changes('regress_plugin', NULL, NULL, 'pretty', 'on');
+
+-- an UPDATE that leaves an out-of-line id and partition key unchanged: their
+-- values come from the old row in WAL, never from the TOAST table (which no
+-- longer has them once the key changed again and the table was vacuumed)
+CREATE TABLE toasted_keys (k int PRIMARY KEY, id text NOT NULL, pk text NOT NULL, v int);
+ALTER TABLE toasted_keys ALTER id SET STORAGE EXTERNAL, ALTER pk SET STORAGE EXTERNAL;
+SET client_min_messages = warning;
+SELECT count(*) FROM cosmos_sink.add_route('toasted_keys', 'shop', 'toasted', 'pk', 'id');
+RESET client_min_messages;
+SELECT * FROM changes();
+INSERT INTO toasted_keys VALUES (1, repeat('i', 3000), repeat('p', 3000), 1);
+UPDATE toasted_keys SET v = 2;
+UPDATE toasted_keys SET id = 'short', pk = 'short';
+VACUUM toasted_keys;
+SELECT c->>'op' AS op, length(c->>'id') AS id_length, length(c->'partition_key'->>0) AS pk_length,
+       c->'document'->>'v' AS v
+  FROM changes() c;
+SELECT count(*) FROM cosmos_sink.remove_route('toasted_keys');
+DROP TABLE toasted_keys;
 
 SELECT pg_drop_replication_slot('regress_plugin');
 SELECT count(*) FROM cosmos_sink.remove_route('orders_staging');

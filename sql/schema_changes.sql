@@ -37,8 +37,27 @@ SELECT * FROM docs();
 ALTER TABLE sc_staging RENAME COLUMN customer_id TO cust;
 ALTER TABLE sc_staging DROP COLUMN customer_id;
 ALTER TABLE sc_staging RENAME COLUMN order_id TO oid2;
+-- so are their types (their text is the documents' ids and keys) and the
+-- replica identity that logs them; other columns may still change
 ALTER TABLE sc_staging ALTER COLUMN customer_id TYPE varchar(20);
+ALTER TABLE sc_staging ALTER COLUMN order_id TYPE numeric;
+ALTER TABLE sc_staging REPLICA IDENTITY DEFAULT;
+ALTER TABLE sc_staging REPLICA IDENTITY NOTHING;
+ALTER TABLE sc_staging ALTER COLUMN region TYPE varchar(10);
 SELECT * FROM docs();
+
+-- an ALTER TABLE of a parent that recurses into a routed partition is guarded too
+CREATE TABLE sc_parent (order_id bigint NOT NULL, customer_id text NOT NULL, v int)
+    PARTITION BY LIST (customer_id);
+CREATE TABLE sc_part PARTITION OF sc_parent FOR VALUES IN ('a');
+SET client_min_messages = warning;
+SELECT count(*) FROM cosmos_sink.add_route('sc_part', 'shop', 'parts', 'customer_id', 'order_id');
+RESET client_min_messages;
+ALTER TABLE sc_parent RENAME COLUMN order_id TO oid2;
+ALTER TABLE sc_parent ALTER COLUMN order_id TYPE numeric;
+ALTER TABLE sc_parent ADD COLUMN extra int;
+SELECT relname, relreplident FROM pg_class WHERE relname = 'sc_part';
+DROP TABLE sc_parent;
 
 -- dropping the table removes its route (and later changes of a new table of that name are not routed)
 DROP TABLE sc_staging;

@@ -917,14 +917,30 @@ OutcomeRank(CosmosOutcome outcome)
 	}
 }
 
+/*
+ * The most RU a request can plausibly cost: 50 per KB of body and 50 per op,
+ * several times Cosmos DB's real write charges. A larger figure from the
+ * endpoint is not believed, so it cannot starve the budget.
+ */
+static double
+PlausibleCharge(SinkRequest *sr)
+{
+	return 50.0 * ((double) sr->http->body_len / 1024.0 + sr->nops);
+}
+
 /* Replace the request's reserved RU by its real charge; learn the cost per op */
 static void
 AccountCharge(SinkRoute *route, SinkRequest *sr, bool per_op)
 {
-	double		charge = sr->http->request_charge;
+	double		charge = Min(sr->http->request_charge, PlausibleCharge(sr));
 
+	/*
+	 * Debt is capped at one second of budget: a charge far above what was
+	 * reserved (or an endpoint's absurd figure) pauses sending for at most a
+	 * second; the service's own 429s correct a real overrun.
+	 */
 	if (CosmosSinkMaxRuPerSecond > 0)
-		RuTokens += sr->ru_reserved - charge;
+		RuTokens = Max(RuTokens + sr->ru_reserved - charge, -(double) CosmosSinkMaxRuPerSecond);
 	if (per_op && charge > 0 && sr->nops > 0)
 		route->ru_per_op = 0.8 * route->ru_per_op + 0.2 * (charge / sr->nops);
 }

@@ -216,6 +216,9 @@ extern CosmosOutcome CosmosClassify(int status, int substatus, CosmosOpKind op,
 									bool is_request);
 extern const char *CosmosOutcomeName(CosmosOutcome outcome);
 
+/* Whether a partition key value is a JSON array of npk scalars (cosmos_epk.c) */
+extern bool CosmosPartitionKeyValid(const char *pk_json, int pk_len, int npk, char **errmsg);
+
 /* Local checks before sending: ids Cosmos refuses, oversized documents */
 extern const char *CosmosInvalidIdReason(const char *id, int id_len);
 

@@ -314,18 +314,19 @@ ParseAadToken(const char *text, size_t len, CosmosCredentials *creds, char **err
 
 /*
  * Read a credentials file into a palloc'd buffer (NUL-terminated), checking
- * it is a regular file of at most 64 kB, and for a key file that only its
- * owner can access. Uses the opened file's stat, so checks and read agree.
+ * it is a regular file of at most 64 kB, owned by the server's OS user, that
+ * no one else can access. Opened without blocking (a FIFO cannot hang the
+ * worker); uses the opened file's stat, so checks and read agree.
  */
 static char *
-ReadSecretFile(const char *path, const char *what, bool owner_only, struct stat *st,
+ReadSecretFile(const char *path, const char *what, struct stat *st,
 			   size_t *len, char **errmsg)
 {
 	int			fd;
 	char	   *buf;
 	size_t		n = 0;
 
-	fd = open(path, O_RDONLY | O_CLOEXEC, 0);
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK, 0);
 	if (fd < 0)
 	{
 		*errmsg = psprintf("could not open %s \"%s\": %m", what, path);
@@ -343,7 +344,15 @@ ReadSecretFile(const char *path, const char *what, bool owner_only, struct stat 
 		close(fd);
 		return NULL;
 	}
-	if (owner_only && (st->st_mode & (S_IRWXG | S_IRWXO)) != 0)
+	if (st->st_uid != geteuid())
+	{
+		*errmsg = psprintf("%s \"%s\" is not owned by the server's OS user (uid %u, the file's is %u); run: chown %u %s",
+						   what, path, (unsigned int) geteuid(), (unsigned int) st->st_uid,
+						   (unsigned int) geteuid(), path);
+		close(fd);
+		return NULL;
+	}
+	if ((st->st_mode & (S_IRWXG | S_IRWXO)) != 0)
 	{
 		*errmsg = psprintf("%s \"%s\" is %s by group or others (mode %04o); run: chmod 600 %s",
 						   what, path,
@@ -418,7 +427,7 @@ CosmosLoadCredentials(const char *key_file, const char *aad_token_file,
 						  "no credentials: set cosmos_sink.key_file (account key or connection string) or cosmos_sink.aad_token_file");
 		return false;
 	}
-	text = ReadSecretFile(path, what, is_key, &st, &len, errmsg);
+	text = ReadSecretFile(path, what, &st, &len, errmsg);
 	if (text == NULL)
 		return false;
 	memset(&loaded, 0, sizeof(loaded));

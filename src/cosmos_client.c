@@ -34,6 +34,8 @@ CosmosClientConfigure(char **errmsg)
 		*errmsg = pstrdup("no Cosmos DB endpoint: set cosmos_sink.endpoint, or use a connection string with AccountEndpoint in the key file");
 		return false;
 	}
+	if ((*errmsg = HttpEndpointProblem(endpoint, CosmosSinkTlsVerify)) != NULL)
+		return false;
 	if (Endpoint)
 		pfree(Endpoint);
 	Endpoint = MemoryContextStrdup(TopMemoryContext, endpoint);
@@ -88,6 +90,7 @@ SignedRequest(const char *method, const char *path, const char *suffix,
 	if (!CosmosSignRequest(&Credentials, method, resource_type, resource_link, date, &auth))
 		elog(ERROR, "cosmos_sink: could not sign a request");
 	HttpAddHeader(req, "Authorization", auth.data);
+	explicit_bzero(auth.data, auth.len);	/* a token, or a signature valid for minutes */
 	pfree(auth.data);
 	HttpAddHeader(req, "x-ms-date", date);
 	HttpAddHeader(req, "x-ms-version", COSMOS_API_VERSION);

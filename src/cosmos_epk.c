@@ -625,6 +625,26 @@ V1Epk(PkParse *st, char *out, size_t outlen, char **errmsg)
 }
 
 /*
+ * Whether a partition key value is a JSON array of npk scalars (strings,
+ * numbers, booleans, null), as the plugin writes them; else why not.
+ */
+bool
+CosmosPartitionKeyValid(const char *pk_json, int pk_len, int npk, char **errmsg)
+{
+	PkParse		st;
+
+	if (!ParsePartitionKey(pk_json, pk_len, &st, errmsg))
+		return false;
+	if (st.ncomps != npk)
+	{
+		*errmsg = psprintf("partition key value has %d components, the route has %d",
+						   st.ncomps, npk);
+		return false;
+	}
+	return true;
+}
+
+/*
  * Effective partition key of a partition key value (a JSON array text) under
  * a container's partition key definition, as uppercase hex; [] gives "".
  */

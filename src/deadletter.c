@@ -10,6 +10,8 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/guc.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/pg_lsn.h"
@@ -90,7 +92,23 @@ DeadLetterQueued(void)
 	return Queued;
 }
 
-/* Insert one row; document may be NULL when it is not valid jsonb */
+/* s itself when it is valid in the database encoding, else a copy with '?' for non-ASCII bytes */
+static const char *
+ValidText(const char *s)
+{
+	char	   *copy;
+	char	   *p;
+
+	if (s == NULL || pg_verifymbstr(s, strlen(s), true))
+		return s;
+	copy = pstrdup(s);
+	for (p = copy; *p; p++)
+		if (IS_HIGHBIT_SET(*p))
+			*p = '?';
+	return copy;
+}
+
+/* Insert one row; with_document false leaves out the document and partition key */
 static void
 InsertRow(DeadLetter *dl, bool with_document, const char *error)
 {
@@ -103,17 +121,17 @@ InsertRow(DeadLetter *dl, bool with_document, const char *error)
 	values[0] = ObjectIdGetDatum(dl->relid);
 	values[1] = LSNGetDatum(dl->lsn);
 	values[2] = CStringGetTextDatum(dl->operation);
-	values[3] = dl->id ? CStringGetTextDatum(dl->id) : (Datum) 0;
+	values[3] = dl->id ? CStringGetTextDatum(ValidText(dl->id)) : (Datum) 0;
 	nulls[3] = dl->id ? ' ' : 'n';
-	values[4] = dl->pk ? CStringGetTextDatum(dl->pk) : (Datum) 0;
-	nulls[4] = dl->pk ? ' ' : 'n';
+	values[4] = (with_document && dl->pk) ? CStringGetTextDatum(dl->pk) : (Datum) 0;
+	nulls[4] = (with_document && dl->pk) ? ' ' : 'n';
 	values[5] = (with_document && dl->doc) ? CStringGetTextDatum(dl->doc) : (Datum) 0;
 	nulls[5] = (with_document && dl->doc) ? ' ' : 'n';
 	values[6] = Int32GetDatum(dl->status);
 	nulls[6] = dl->status ? ' ' : 'n';
 	values[7] = Int32GetDatum(dl->substatus);
 	nulls[7] = dl->status ? ' ' : 'n';
-	values[8] = CStringGetTextDatum(error);
+	values[8] = CStringGetTextDatum(ValidText(error));
 	if (SPI_execute_with_args("INSERT INTO cosmos_sink.dead_letters (staging_table, lsn, operation,"
 							  " doc_id, partition_key, document, http_status, sub_status, error)"
 							  " VALUES ($1, $2, $3, $4, $5::jsonb, $6::jsonb, $7, $8, $9)",
@@ -121,17 +139,18 @@ InsertRow(DeadLetter *dl, bool with_document, const char *error)
 		elog(ERROR, "could not insert into cosmos_sink.dead_letters");
 }
 
-/* Insert a row in a subtransaction, falling back to one without the document */
-static void
-InsertDeadLetter(DeadLetter *dl)
+/* Try one insert in a subtransaction; false (error discarded) if it failed */
+static bool
+TryInsertRow(DeadLetter *dl, bool with_document, const char *error)
 {
 	MemoryContext cxt = CurrentMemoryContext;
 	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool ok = true;
 
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
-		InsertRow(dl, true, dl->error);
+		InsertRow(dl, with_document, error);
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -139,13 +158,37 @@ InsertDeadLetter(DeadLetter *dl)
 		MemoryContextSwitchTo(cxt);
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		CurrentResourceOwner = owner;
-		InsertRow(dl, false, psprintf("%s (document or key is not valid jsonb; see the staging table)",
-									  dl->error));
+		ok = false;
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(cxt);
 	CurrentResourceOwner = owner;
+	return ok;
+}
+
+/*
+ * Insert a row, falling back to one without the document (not valid jsonb),
+ * then without the partition key too, then to one with only the table,
+ * position and a plain message: bad input can never stop the record from
+ * being parked.
+ */
+static void
+InsertDeadLetter(DeadLetter *dl)
+{
+	char	   *doc = dl->doc;
+
+	if (TryInsertRow(dl, true, dl->error))
+		return;
+	dl->doc = NULL;
+	if (TryInsertRow(dl, true, psprintf("%s (the document is not valid jsonb; see the staging table)",
+										 dl->error)))
+		return;
+	dl->doc = doc;
+	if (TryInsertRow(dl, false, psprintf("%s (document or key is not valid jsonb; see the staging table)",
+										  dl->error)))
+		return;
+	dl->id = NULL;
+	InsertRow(dl, false, "the record could not be stored (its id or error text was refused); see the staging table at this LSN");
 }
 
 /* Rows of dead_letters not retried yet (they count against dead_letters_max) */
@@ -174,6 +217,10 @@ DeadLetterFlush(void)
 	if (QueueHead == NULL)
 		return 0;
 	StartTransactionCommand();
+	/* the slot moves past these records once counted: their rows must be on disk first */
+	if (synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+		(void) set_config_option("synchronous_commit", "local", PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	TableRows = CountUnretried();

@@ -40,10 +40,25 @@ static MemoryContext DecodeMemory = NULL;	/* the reader allocates lazily: never 
 static bool CachesHistoric = false;	/* caches may hold entries built while decoding */
 static bool CachesCurrent = true;	/* caches may hold entries built by SQL since (start: yes) */
 
-/* Plugin output starts a record: reset the buffer */
+/* Largest record buffer kept between records: room for any document that can be sent */
+#define RECORD_BUFFER_KEEP_BYTES (4 * 1024 * 1024)
+
+/*
+ * Plugin output starts a record: reset the buffer, giving back the memory a
+ * row too large to send grew it to (building stopped past the limit)
+ */
 static void
 DecoderPrepareWrite(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool last_write)
 {
+	if (ctx->out->maxlen > RECORD_BUFFER_KEEP_BYTES)
+	{
+		MemoryContext old = MemoryContextSwitchTo(GetMemoryChunkContext(ctx->out->data));
+
+		pfree(ctx->out->data);
+		initStringInfo(ctx->out);
+		MemoryContextSwitchTo(old);
+		return;
+	}
 	resetStringInfo(ctx->out);
 }
 

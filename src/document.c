@@ -2,14 +2,26 @@
  * document.c
  *		Row to JSON. A document is to_jsonb(row) with "id" (the id column as
  *		text) added: same keys, same value for every type. Type facts are cached
- *		per process and refreshed on pg_type invalidations, so the hot path does
+ *		per process and refreshed on catalog invalidations, so the hot path does
  *		no catalog lookups.
+ *
+ *		Documents are built by the worker (a superuser) and by superusers
+ *		decoding with SQL, from data any table owner controls. So no code a
+ *		non-superuser wrote runs here: a cast to json is used only when a
+ *		superuser owns its function (else the type's output function, which
+ *		only a superuser can write, gives the text), a failing cast makes the
+ *		row a dead letter, and building stops once a document passes the
+ *		limit, before a huge value is rendered.
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "access/htup_details.h"
+#include "access/xact.h"
 #include "catalog/pg_cast.h"
+#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "miscadmin.h"
 #include "parser/parse_coerce.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -20,6 +32,7 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/syscache.h"
 #include "utils/typcache.h"
 
@@ -28,6 +41,10 @@
 
 static HTAB *TypeInfoHash = NULL;
 static MemoryContext TypeInfoContext = NULL;
+
+/* The document being built: longest it may grow, and why building stopped */
+static int	DocumentMaxLen = INT_MAX;
+static char *DocumentProblem = NULL;
 
 /* Mark every cached type stale; entries stay allocated so pointers remain valid */
 static void
@@ -58,6 +75,27 @@ TypeInfoHashInit(void)
 	TypeInfoHash = hash_create("cosmos_sink type cache", 64, &ctl,
 							   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	CacheRegisterSyscacheCallback(TYPEOID, InvalidateTypeInfo, (Datum) 0);
+	/* a cast or its function's owner decides whether the cast is used */
+	CacheRegisterSyscacheCallback(CASTSOURCETARGET, InvalidateTypeInfo, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, InvalidateTypeInfo, (Datum) 0);
+}
+
+/*
+ * Whether a cast function may run in the worker: only a superuser's (the
+ * bootstrap superuser owns those of every extension, trusted ones included).
+ * A table owner's cast would otherwise run with the worker's rights.
+ */
+static bool
+CastFunctionTrusted(Oid funcid)
+{
+	HeapTuple	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(funcid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	owner = ((Form_pg_proc) GETSTRUCT(tuple))->proowner;
+	ReleaseSysCache(tuple);
+	return superuser_arg(owner);
 }
 
 /* Decide the category of a type exactly as to_jsonb() does */
@@ -69,6 +107,7 @@ CategorizeType(JsonTypeInfo *info)
 	bool		isvarlena;
 
 	info->basetypid = typid;
+	info->typlen = get_typlen(typid);
 	getTypeOutputInfo(info->typid, &outfunc, &isvarlena);
 	fmgr_info_cxt(outfunc, &info->outfunc, TypeInfoContext);
 	info->elemtype = InvalidOid;
@@ -124,14 +163,14 @@ CategorizeType(JsonTypeInfo *info)
 		return;
 	}
 	info->category = JSONCAT_OTHER;
-	/* user-defined types with a cast to json use it, as to_jsonb does */
+	/* user-defined types with a superuser's cast to json use it, as to_jsonb does */
 	if (typid >= FirstNormalObjectId)
 	{
 		Oid			castfunc;
 
 		if (find_coercion_pathway(JSONOID, typid, COERCION_EXPLICIT,
 								  &castfunc) == COERCION_PATH_FUNC &&
-			OidIsValid(castfunc))
+			OidIsValid(castfunc) && CastFunctionTrusted(castfunc))
 		{
 			info->category = JSONCAT_JSONCAST;
 			fmgr_info_cxt(castfunc, &info->castfunc, TypeInfoContext);
@@ -224,6 +263,125 @@ AppendText(StringInfo out, Datum value)
 
 static void AppendArray(StringInfo out, Datum value, JsonTypeInfo *type);
 static void AppendComposite(StringInfo out, Datum value);
+static void AppendRowColumns(StringInfo out, DocumentShape *shape, Datum *values,
+							 bool *nulls);
+
+/* Stop building the current document, saying why (the first reason wins) */
+static void
+DocumentStop(const char *problem)
+{
+	if (DocumentProblem == NULL)
+		DocumentProblem = pstrdup(problem);
+}
+
+/* Stop when the document has passed its limit */
+static inline void
+CheckDocumentLength(StringInfo out)
+{
+	if (unlikely(out->len > DocumentMaxLen) && DocumentProblem == NULL)
+		DocumentProblem = pstrdup("its JSON passed the document size limit");
+}
+
+/*
+ * Whether a value's stored size alone shows it cannot fit in the room left,
+ * checked before it is detoasted or rendered: text and json render to at
+ * least their bytes, jsonb, arrays and composites to at least a quarter
+ * (small numbers), other types (geometry, points: binary doubles, short text)
+ * to at least a sixteenth. Past this check the rendered length is checked.
+ */
+static bool
+ValueCannotFit(StringInfo out, Datum value, JsonTypeInfo *type)
+{
+	Size		raw;
+	Size		room;
+
+	if (type->typlen != -1 || DocumentMaxLen == INT_MAX)
+		return false;
+	raw = toast_raw_datum_size(value) - VARHDRSZ;
+	room = out->len < DocumentMaxLen ? DocumentMaxLen - out->len : 0;
+	switch (type->category)
+	{
+		case JSONCAT_TEXT:
+		case JSONCAT_JSON:
+			return raw > room;
+		case JSONCAT_ARRAY:
+		case JSONCAT_COMPOSITE:
+		case JSONCAT_JSONB:
+			return raw / 4 > room;
+		default:
+			return raw / 16 > room;
+	}
+}
+
+/* Errors that say nothing about the value: cancel, shutdown, out of resources */
+static bool
+ErrorIsAboutValue(int sqlerrcode)
+{
+	return sqlerrcode != ERRCODE_QUERY_CANCELED &&
+		ERRCODE_TO_CATEGORY(sqlerrcode) != ERRCODE_INSUFFICIENT_RESOURCES &&
+		ERRCODE_TO_CATEGORY(sqlerrcode) != ERRCODE_OPERATOR_INTERVENTION &&
+		ERRCODE_TO_CATEGORY(sqlerrcode) != ERRCODE_PROGRAM_LIMIT_EXCEEDED;
+}
+
+/*
+ * A cast to json, in a subtransaction: an error about the value (even a
+ * trusted function can refuse one) stops the document with the reason
+ * instead of the worker; a cancel or lack of memory is raised as it is.
+ */
+static void
+AppendJsonCast(StringInfo out, Datum value, JsonTypeInfo *type)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile json = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		json = TextDatumGetCString(FunctionCall1(&type->castfunc, value));
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		if (!ErrorIsAboutValue(edata->sqlerrcode))
+			ReThrowError(edata);
+		DocumentStop(psprintf("the cast of type %s to json failed: %s",
+							  format_type_be(type->typid), edata->message));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	if (json == NULL)
+		return;
+	if (strlen(json) > (Size) Max(DocumentMaxLen - out->len, 0))
+		DocumentStop("its cast to json returned more than the size limit leaves room for");
+	else
+		appendStringInfoString(out, json);
+}
+
+/* The text of an output function, escaped, unless it alone passes the limit */
+static void
+AppendOutputText(StringInfo out, const char *text)
+{
+	size_t		len = strlen(text);
+
+	if (DocumentMaxLen != INT_MAX && len > (size_t) Max(DocumentMaxLen - out->len, 0))
+	{
+		DocumentStop(psprintf("a value's text has %zu bytes, more than the size limit leaves room for", len));
+		return;
+	}
+	CompatEscapeJsonLen(out, text, len);
+}
 
 /* Append one value as JSON, the way to_jsonb renders it */
 void
@@ -232,9 +390,18 @@ DocumentAppendValue(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type
 	char		buf[MAXDATELEN + 1];
 	char	   *json;
 
+	if (unlikely(DocumentProblem != NULL))
+		return;
 	if (isnull)
 	{
 		appendStringInfoString(out, "null");
+		return;
+	}
+	if (unlikely(ValueCannotFit(out, value, type)))
+	{
+		DocumentStop(psprintf("a value of type %s has %zu bytes, more than the size limit leaves room for",
+							  format_type_be(type->typid),
+							  (Size) (toast_raw_datum_size(value) - VARHDRSZ)));
 		return;
 	}
 	switch (type->category)
@@ -274,64 +441,71 @@ DocumentAppendValue(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type
 			AppendComposite(out, value);
 			break;
 		case JSONCAT_JSONCAST:
-			json = TextDatumGetCString(FunctionCall1(&type->castfunc, value));
-			appendStringInfoString(out, json);
+			AppendJsonCast(out, value, type);
 			break;
 		case JSONCAT_TEXT:
 			AppendText(out, value);
 			break;
 		case JSONCAT_OTHER:
 			json = OutputFunctionCall(&type->outfunc, value);
-			CompatEscapeJsonLen(out, json, strlen(json));
+			AppendOutputText(out, json);
+			pfree(json);
 			break;
 	}
+	CheckDocumentLength(out);
 }
 
 /* Append one dimension of an array, recursing into inner dimensions */
 static void
-AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, Datum *values,
-			   bool *nulls, int *index, JsonTypeInfo *elem)
+AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, ArrayIterator it,
+			   JsonTypeInfo *elem)
 {
 	int			i;
 
 	appendStringInfoChar(out, '[');
-	for (i = 0; i < dims[dim]; i++)
+	for (i = 0; i < dims[dim] && DocumentProblem == NULL; i++)
 	{
 		if (i > 0)
 			appendStringInfoChar(out, ',');
 		if (dim + 1 == ndims)
 		{
-			DocumentAppendValue(out, values[*index], nulls[*index], elem);
-			(*index)++;
+			Datum		value;
+			bool		isnull;
+
+			if (!array_iterate(it, &value, &isnull))
+				break;
+			DocumentAppendValue(out, value, isnull, elem);
 		}
 		else
-			AppendArrayDim(out, dim + 1, ndims, dims, values, nulls, index, elem);
+			AppendArrayDim(out, dim + 1, ndims, dims, it, elem);
 	}
 	appendStringInfoChar(out, ']');
 }
 
-/* Append an array as nested JSON arrays, one level per dimension */
+/*
+ * Append an array as nested JSON arrays, one level per dimension; elements
+ * are visited one at a time (no copy of them all), so building can stop early
+ */
 static void
 AppendArray(StringInfo out, Datum value, JsonTypeInfo *type)
 {
 	ArrayType  *array = DatumGetArrayTypeP(value);
 	JsonTypeInfo *elem = DocumentTypeInfo(type->elemtype);
-	Datum	   *values;
-	bool	   *nulls;
-	int			count;
-	int			index = 0;
+	ArrayMetaState meta;
+	ArrayIterator it;
 
 	if (ARR_NDIM(array) <= 0 || ArrayGetNItems(ARR_NDIM(array), ARR_DIMS(array)) == 0)
 	{
 		appendStringInfoString(out, "[]");
 		return;
 	}
-	deconstruct_array(array, type->elemtype, type->elmlen, type->elmbyval,
-					  type->elmalign, &values, &nulls, &count);
-	AppendArrayDim(out, 0, ARR_NDIM(array), ARR_DIMS(array), values, nulls,
-				   &index, elem);
-	pfree(values);
-	pfree(nulls);
+	meta.element_type = type->elemtype;
+	meta.typlen = type->elmlen;
+	meta.typbyval = type->elmbyval;
+	meta.typalign = type->elmalign;
+	it = array_create_iterator(array, 0, &meta);
+	AppendArrayDim(out, 0, ARR_NDIM(array), ARR_DIMS(array), it, elem);
+	array_free_iterator(it);
 }
 
 /* Append a composite value as a JSON object keyed by attribute name */
@@ -352,7 +526,7 @@ AppendComposite(StringInfo out, Datum value)
 	tuple.t_data = td;
 
 	appendStringInfoChar(out, '{');
-	for (i = 0; i < desc->natts; i++)
+	for (i = 0; i < desc->natts && DocumentProblem == NULL; i++)
 	{
 		Form_pg_attribute att = TupleDescAttr(desc, i);
 		Datum		v;
@@ -372,15 +546,73 @@ AppendComposite(StringInfo out, Datum value)
 	ReleaseTupleDesc(desc);
 }
 
-/* Append the document of a row: every column, then "id" */
-void
+/*
+ * Append one value, stopping once out passes max_len bytes. Returns NULL, or
+ * why the value could not be appended (out then holds part of it).
+ */
+char *
+DocumentAppendBounded(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type,
+					  int max_len)
+{
+	char	   *problem;
+
+	DocumentMaxLen = max_len;
+	DocumentProblem = NULL;
+	PG_TRY();
+	{
+		DocumentAppendValue(out, value, isnull, type);
+	}
+	PG_FINALLY();
+	{
+		DocumentMaxLen = INT_MAX;
+	}
+	PG_END_TRY();
+	problem = DocumentProblem;
+	DocumentProblem = NULL;
+	return problem;
+}
+
+/*
+ * Append the document of a row: every column, then "id". Building stops once
+ * the document passes max_len bytes (out then holds part of it): returns NULL,
+ * or why the row cannot become a document.
+ */
+char *
 DocumentAppendRow(StringInfo out, DocumentShape *shape, Datum *values,
-				  bool *nulls, const char *id)
+				  bool *nulls, const char *id, int max_len)
+{
+	int			start = out->len;
+	char	   *problem;
+
+	DocumentMaxLen = start + max_len;
+	DocumentProblem = NULL;
+	PG_TRY();
+	{
+		AppendRowColumns(out, shape, values, nulls);
+	}
+	PG_FINALLY();
+	{
+		DocumentMaxLen = INT_MAX;
+	}
+	PG_END_TRY();
+	problem = DocumentProblem;
+	DocumentProblem = NULL;
+	if (problem != NULL)
+		return problem;
+	appendBinaryStringInfo(out, "\"id\":", 5);
+	CompatEscapeJsonLen(out, id, strlen(id));
+	appendStringInfoCharMacro(out, '}');
+	return NULL;
+}
+
+/* Append '{' and every column as key:value, each followed by ',' */
+static void
+AppendRowColumns(StringInfo out, DocumentShape *shape, Datum *values, bool *nulls)
 {
 	int			i;
 
 	appendStringInfoCharMacro(out, '{');
-	for (i = 0; i < shape->natts; i++)
+	for (i = 0; i < shape->natts && DocumentProblem == NULL; i++)
 	{
 		DocumentColumn *col = &shape->columns[i];
 
@@ -390,14 +622,16 @@ DocumentAppendRow(StringInfo out, DocumentShape *shape, Datum *values,
 		DocumentAppendValue(out, values[i], nulls[i], col->type);
 		appendStringInfoCharMacro(out, ',');
 	}
-	appendBinaryStringInfo(out, "\"id\":", 5);
-	CompatEscapeJsonLen(out, id, strlen(id));
-	appendStringInfoCharMacro(out, '}');
 }
 
-/* The value as text (its type's output function), as used for document ids */
+/*
+ * The value as text (its type's output function), as used for document ids;
+ * NULL when its stored size alone is over max_len bytes (nothing rendered)
+ */
 char *
-DocumentValueText(Datum value, JsonTypeInfo *type)
+DocumentKeyText(Datum value, JsonTypeInfo *type, int max_len)
 {
+	if (type->typlen == -1 && toast_raw_datum_size(value) - VARHDRSZ > (Size) max_len)
+		return NULL;
 	return OutputFunctionCall(&type->outfunc, value);
 }

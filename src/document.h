@@ -35,9 +35,10 @@ typedef struct JsonTypeInfo
 	Oid			typid;			/* hash key */
 	bool		valid;
 	Oid			basetypid;		/* after looking through domains */
+	int16		typlen;			/* of the base type: -1 for varlena */
 	JsonCategory category;
 	FmgrInfo	outfunc;		/* type output function (text form) */
-	FmgrInfo	castfunc;		/* cast to json, for JSONCAT_JSONCAST */
+	FmgrInfo	castfunc;		/* a superuser's cast to json, for JSONCAT_JSONCAST */
 	Oid			elemtype;		/* arrays: element type and layout */
 	int16		elmlen;
 	bool		elmbyval;
@@ -65,8 +66,11 @@ extern JsonTypeInfo *DocumentTypeInfo(Oid typid);
 extern DocumentShape *DocumentShapeBuild(TupleDesc desc);
 extern void DocumentAppendValue(StringInfo out, Datum value, bool isnull,
 								JsonTypeInfo *type);
-extern void DocumentAppendRow(StringInfo out, DocumentShape *shape,
-							  Datum *values, bool *nulls, const char *id);
-extern char *DocumentValueText(Datum value, JsonTypeInfo *type);
+extern char *DocumentAppendBounded(StringInfo out, Datum value, bool isnull,
+								   JsonTypeInfo *type, int max_len);
+extern char *DocumentAppendRow(StringInfo out, DocumentShape *shape,
+							   Datum *values, bool *nulls, const char *id,
+							   int max_len);
+extern char *DocumentKeyText(Datum value, JsonTypeInfo *type, int max_len);
 
 #endif							/* COSMOS_SINK_DOCUMENT_H */

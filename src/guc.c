@@ -9,11 +9,14 @@
 #include <limits.h>
 
 #include "access/xlog.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/varlena.h"
 
 #include "compat.h"
 #include "cosmos_sink.h"
+#include "http.h"
 
 char	   *CosmosSinkDatabase = NULL;
 char	   *CosmosSinkSlotName = NULL;
@@ -52,15 +55,18 @@ CheckSlotName(char **newval, void **extra, GucSource source)
 	return true;
 }
 
-/* The endpoint must be an http(s) URL; plain http is for local test servers */
+/* The endpoint must be an https URL; plain http only for a loopback host (local emulators) */
 static bool
 CheckEndpoint(char **newval, void **extra, GucSource source)
 {
+	char	   *problem;
+
 	if (**newval == '\0')
 		return true;
-	if (strncmp(*newval, "https://", 8) != 0 && strncmp(*newval, "http://", 7) != 0)
+	problem = HttpEndpointProblem(*newval, true);
+	if (problem != NULL)
 	{
-		GUC_check_errdetail("cosmos_sink.endpoint must start with https://, e.g. 'https://myaccount.documents.azure.com:443/'.");
+		GUC_check_errdetail("%s.", problem);
 		return false;
 	}
 	return true;
@@ -181,12 +187,54 @@ PluginListIncludesUs(const char *list)
 	return found;
 }
 
+/*
+ * Why a server release is too old to decode safely, or NULL: before 15.13,
+ * 16.9 and 17.5 a committing transaction's catalog invalidations were not
+ * handed to transactions still running, so one that straddles add_route()
+ * would be decoded with a stale route.
+ */
+static char *
+MinorReleaseProblem(int version_num)
+{
+	int			major = version_num / 10000;
+	int			needed = major == 15 ? 150013 : major == 16 ? 160009 : major == 17 ? 170005 : 0;
+
+	if (version_num >= needed)
+		return NULL;
+	return psprintf("PostgreSQL %d.%d lacks a logical decoding fix cosmos_sink relies on (invalidations of committed transactions reaching running ones): upgrade to %d.%d or later",
+					major, version_num % 10000, major, needed % 10000);
+}
+
+/* The running server's version number */
+static int
+ServerVersionNum(void)
+{
+	const char *v = GetConfigOption("server_version_num", false, false);
+
+	return v ? atoi(v) : PG_VERSION_NUM;
+}
+
+PG_FUNCTION_INFO_V1(cosmos_test_minor_release_problem);
+
+/* SQL wrapper for the regression tests: the refusal for a given version number */
+Datum
+cosmos_test_minor_release_problem(PG_FUNCTION_ARGS)
+{
+	char	   *problem = MinorReleaseProblem(PG_GETARG_INT32(0));
+
+	if (problem == NULL)
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(problem));
+}
+
 /* Same checks for the worker: false and a message instead of an error */
 bool
 DecodingPrerequisitesMet(char **problem)
 {
 	const char *plugins;
 
+	if ((*problem = MinorReleaseProblem(ServerVersionNum())) != NULL)
+		return false;
 	if (wal_level < WAL_LEVEL_LOGICAL)
 	{
 		*problem = pstrdup("wal_level must be logical: set wal_level = logical in postgresql.conf and restart the server");
@@ -210,6 +258,12 @@ void
 CheckDecodingPrerequisites(int elevel)
 {
 	const char *plugins;
+	char	   *problem = MinorReleaseProblem(ServerVersionNum());
+
+	if (problem != NULL)
+		ereport(elevel,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("%s", problem)));
 
 	if (wal_level < WAL_LEVEL_LOGICAL)
 		ereport(elevel,

@@ -7,6 +7,9 @@
  */
 #include "postgres.h"
 
+#include <arpa/inet.h>
+#include <math.h>
+
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -74,16 +77,67 @@ TimerCallback(CURLM *multi, long timeout_ms, void *userp)
 	return 0;
 }
 
-/* Parse a decimal header value without locale or allocation */
+/*
+ * Parse a decimal header value without locale or allocation, clamped to
+ * [0, max]: NaN, infinities, negatives and garbage read as 0, so nothing an
+ * endpoint answers can poison the RU budget or stall the worker.
+ */
 static double
-HeaderNumber(const char *value, size_t len)
+HeaderNumber(const char *value, size_t len, double max)
 {
 	char		buf[64];
+	char	   *end;
+	double		v;
 
 	len = Min(len, sizeof(buf) - 1);
 	memcpy(buf, value, len);
 	buf[len] = '\0';
-	return strtod(buf, NULL);
+	v = strtod(buf, &end);
+	if (end == buf || isnan(v) || v < 0)
+		return 0;
+	return Min(v, max);
+}
+
+/* Whether a URL's host is this machine (a local emulator may use plain http) */
+static bool
+HostIsLoopback(const char *host)
+{
+	struct in_addr addr;
+
+	if (pg_strcasecmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0)
+		return true;
+	return inet_pton(AF_INET, host, &addr) == 1 && (ntohl(addr.s_addr) >> 24) == 127;
+}
+
+/*
+ * Why an endpoint URL may not be used, or NULL: it must be https with the
+ * certificate verified (a master-key signature does not cover the body, and a
+ * token travels as is), except for a loopback host, where a local emulator
+ * may serve plain http or a certificate nobody signed.
+ */
+char *
+HttpEndpointProblem(const char *url, bool tls_verify)
+{
+	CURLU	   *u = curl_url();
+	char	   *scheme = NULL;
+	char	   *host = NULL;
+	char	   *problem = NULL;
+
+	if (u == NULL)
+		return pstrdup("out of memory");
+	if (curl_url_set(u, CURLUPART_URL, url, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+		curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+		problem = psprintf("endpoint \"%s\" is not a valid URL; use e.g. 'https://myaccount.documents.azure.com:443/'", url);
+	else if (pg_strcasecmp(scheme, "https") != 0 &&
+			 !(pg_strcasecmp(scheme, "http") == 0 && HostIsLoopback(host)))
+		problem = psprintf("endpoint \"%s\" must use https:// (plain http is allowed only for a loopback host, for local emulators)", url);
+	else if (!tls_verify && !HostIsLoopback(host))
+		problem = psprintf("cosmos_sink.tls_verify = off is allowed only for a loopback endpoint, not \"%s\": set it on, and cosmos_sink.ca_file to the CA that signed the endpoint's certificate", url);
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return problem;
 }
 
 /* Header callback: keep the x-ms-* facts of the response */
@@ -109,11 +163,11 @@ HeaderCallback(char *data, size_t size, size_t nitems, void *userdata)
 		valuelen--;
 
 	if (namelen == 19 && pg_strncasecmp(data, "x-ms-request-charge", 19) == 0)
-		req->request_charge = HeaderNumber(value, valuelen);
+		req->request_charge = HeaderNumber(value, valuelen, HTTP_MAX_REQUEST_CHARGE);
 	else if (namelen == 19 && pg_strncasecmp(data, "x-ms-retry-after-ms", 19) == 0)
-		req->retry_after_ms = (int) HeaderNumber(value, valuelen);
+		req->retry_after_ms = (int) HeaderNumber(value, valuelen, HTTP_MAX_RETRY_AFTER_MS);
 	else if (namelen == 14 && pg_strncasecmp(data, "x-ms-substatus", 14) == 0)
-		req->substatus = (int) HeaderNumber(value, valuelen);
+		req->substatus = (int) HeaderNumber(value, valuelen, 65535);
 	else if (namelen == 16 && pg_strncasecmp(data, "x-ms-activity-id", 16) == 0)
 	{
 		valuelen = Min(valuelen, sizeof(req->activity_id) - 1);
@@ -192,6 +246,7 @@ HttpAddHeader(HttpRequest *req, const char *name, const char *value)
 	char	   *line = psprintf("%s: %s", name, value);
 	struct curl_slist *list = curl_slist_append(req->headers, line);
 
+	explicit_bzero(line, strlen(line));	/* the Authorization line holds a token */
 	pfree(line);
 	if (list == NULL)
 		ereport(ERROR, (errcode(ERRCODE_OUT_OF_MEMORY), errmsg("out of memory")));
@@ -202,8 +257,12 @@ HttpAddHeader(HttpRequest *req, const char *name, const char *value)
 void
 HttpRequestFree(HttpRequest *req)
 {
+	struct curl_slist *h;
+
 	if (req->easy != NULL)
 		curl_easy_cleanup(req->easy);
+	for (h = req->headers; h != NULL; h = h->next)
+		explicit_bzero(h->data, strlen(h->data));	/* curl's copies of the headers */
 	curl_slist_free_all(req->headers);
 	free(req->url);
 	if (req->body != NULL)
@@ -235,6 +294,7 @@ ConfigureEasy(HttpRequest *req)
 	curl_easy_setopt(easy, CURLOPT_TCP_KEEPINTVL, 15L);
 	curl_easy_setopt(easy, CURLOPT_HTTP_VERSION,
 					 CosmosSinkHttp2 ? (long) CURL_HTTP_VERSION_2TLS : (long) CURL_HTTP_VERSION_1_1);
+	/* off only ever for a loopback endpoint (HttpEndpointProblem) */
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, CosmosSinkTlsVerify ? 1L : 0L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, CosmosSinkTlsVerify ? 2L : 0L);
 	if (CosmosSinkCaFile != NULL && CosmosSinkCaFile[0] != '\0')

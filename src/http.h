@@ -13,6 +13,8 @@
 #include "datatype/timestamp.h"
 
 #define HTTP_MAX_RESPONSE_BYTES (8 * 1024 * 1024)
+#define HTTP_MAX_RETRY_AFTER_MS 60000	/* longest wait an endpoint can ask for */
+#define HTTP_MAX_REQUEST_CHARGE 100000.0	/* above any real request's RU charge */
 
 /*
  * One request. The caller fills the request part (url and headers malloc'd,
@@ -47,6 +49,7 @@ typedef struct HttpRequest
 	CURL	   *easy;			/* private */
 } HttpRequest;
 
+extern char *HttpEndpointProblem(const char *url, bool tls_verify);
 extern void HttpInit(void);
 extern void HttpShutdown(void);
 extern HttpRequest *HttpRequestNew(const char *method, char *url);

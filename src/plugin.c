@@ -20,6 +20,7 @@
 #include "utils/relcache.h"
 
 #include "compat.h"
+#include "cosmos.h"
 #include "cosmos_sink.h"
 #include "document.h"
 #include "record.h"
@@ -45,6 +46,16 @@ typedef struct RowImage
 	Datum	   *values;
 	bool	   *nulls;
 } RowImage;
+
+/*
+ * Where building a document stops: past Cosmos DB's 2 MB item limit (the
+ * worker parks what is over it with the document), plus slack, so that no row
+ * makes the worker render more than a bounded amount.
+ */
+#define DOCUMENT_BUILD_LIMIT	(COSMOS_MAX_DOC_BYTES + 64 * 1024)
+
+/* Longest id or partition key text rendered; Cosmos DB takes far less */
+#define KEY_BUILD_LIMIT			(64 * 1024)
 
 extern void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
@@ -274,6 +285,54 @@ ResolveUnchangedToast(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
 	return NULL;
 }
 
+/* Attribute numbers (1-based) of a route's key columns: the id, then the partition key */
+static int
+KeyColumns(RouteInfo *route, AttrNumber *attnums)
+{
+	int			i;
+
+	attnums[0] = route->id_attnum;
+	for (i = 0; i < route->npk; i++)
+		attnums[i + 1] = route->pk_attnums[i];
+	return route->npk + 1;
+}
+
+/*
+ * An UPDATE that leaves a TOASTed id or partition key unchanged logs a
+ * pointer into the live TOAST table, which decoding must never read (it may
+ * be gone by now): take the value from the old row, which logs the key
+ * columns whole. A problem text when it is nowhere in WAL.
+ */
+static char *
+ResolveUnchangedKeys(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
+{
+	AttrNumber	attnums[ROUTE_MAX_PK_COLUMNS + 1];
+	int			n;
+	int			i;
+
+	if (route->problem)
+		return route->problem;
+	n = KeyColumns(route, attnums);
+	for (i = 0; i < n; i++)
+	{
+		int			idx = attnums[i] - 1;
+		DocumentColumn *col = &route->shape->columns[idx];
+
+		if (!IsUnchangedToast(newrow->values[idx], newrow->nulls[idx], col))
+			continue;
+		if (oldrow->present && route->old_has_keys &&
+			!IsUnchangedToast(oldrow->values[idx], oldrow->nulls[idx], col))
+		{
+			newrow->values[idx] = oldrow->values[idx];
+			newrow->nulls[idx] = oldrow->nulls[idx];
+			continue;
+		}
+		return psprintf("UPDATE left TOASTed key column \"%s\" unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
+						col->name, route->table_name);
+	}
+	return NULL;
+}
+
 /* Compute the document id and the partition key (a JSON array) of a row */
 static char *
 RowKeys(RouteInfo *route, RowImage *row, char **id, char **pk)
@@ -286,23 +345,45 @@ RowKeys(RouteInfo *route, RowImage *row, char **id, char **pk)
 	*pk = NULL;
 	if (route->problem)
 		return route->problem;
+	for (i = 0; i < route->npk; i++)
+		if (IsUnchangedToast(row->values[route->pk_attnums[i] - 1], row->nulls[route->pk_attnums[i] - 1],
+							 &route->shape->columns[route->pk_attnums[i] - 1]))
+			return psprintf("partition key of a row of %s is stored out of line and not in WAL", route->table_name);
+	if (IsUnchangedToast(row->values[idx], row->nulls[idx], &route->shape->columns[idx]))
+		return psprintf("id of a row of %s is stored out of line and not in WAL", route->table_name);
 	if (row->nulls[idx])
 		return psprintf("id column of %s is NULL", route->table_name);
-	*id = DocumentValueText(row->values[idx], route->shape->columns[idx].type);
+	*id = DocumentKeyText(row->values[idx], route->shape->columns[idx].type, KEY_BUILD_LIMIT);
+	if (*id == NULL)
+		return psprintf("id of a row of %s is over %d bytes (Cosmos DB ids have at most %d)",
+						route->table_name, KEY_BUILD_LIMIT, COSMOS_MAX_ID_BYTES);
 
 	initStringInfo(&buf);
 	appendStringInfoChar(&buf, '[');
 	for (i = 0; i < route->npk; i++)
 	{
+		char	   *problem;
+
 		idx = route->pk_attnums[i] - 1;
 		if (i > 0)
 			appendStringInfoChar(&buf, ',');
-		DocumentAppendValue(&buf, row->values[idx], row->nulls[idx],
-							route->shape->columns[idx].type);
+		problem = DocumentAppendBounded(&buf, row->values[idx], row->nulls[idx],
+										route->shape->columns[idx].type, KEY_BUILD_LIMIT);
+		if (problem != NULL)
+			return psprintf("partition key of a row of %s cannot be rendered: %s",
+							route->table_name, problem);
 	}
 	appendStringInfoChar(&buf, ']');
 	*pk = buf.data;
 	return NULL;
+}
+
+/* Why a row of a route cannot become a document, for dead_letters */
+static char *
+RowProblem(RouteInfo *route, const char *problem)
+{
+	return psprintf("row of %s cannot become a document (limit %d bytes): %s",
+					route->table_name, DOCUMENT_BUILD_LIMIT, problem);
 }
 
 /* INSERT, or the new row of an UPDATE: upsert the document */
@@ -312,21 +393,38 @@ EmitUpsert(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
 {
 	PluginState *state = ctx->output_plugin_private;
 	StringInfoData doc;
+	int			record_start;
 	int			body_start;
+	char	   *problem;
 
 	if (state->format == FORMAT_BINARY)
 	{
 		/* the worker's format: the document goes straight into the record */
 		BeginRecord(ctx, route);
+		record_start = ctx->out->len;
 		body_start = RecordBeginBody(ctx->out, RECORD_UPSERT, route->route_id, id, pk);
-		DocumentAppendRow(ctx->out, route->shape, row->values, row->nulls, id);
-		RecordEndBody(ctx->out, body_start);
+		problem = DocumentAppendRow(ctx->out, route->shape, row->values, row->nulls, id,
+									DOCUMENT_BUILD_LIMIT);
+		if (problem == NULL)
+			RecordEndBody(ctx->out, body_start);
+		else
+		{
+			/* the same record becomes an error: the row goes to dead_letters */
+			ctx->out->len = record_start;
+			ctx->out->data[record_start] = '\0';
+			RecordWriteChange(ctx->out, RECORD_ERROR, route->route_id, id, pk,
+							  RowProblem(route, problem));
+		}
 		EndRecord(ctx);
 		return;
 	}
 	initStringInfo(&doc);
-	DocumentAppendRow(&doc, route->shape, row->values, row->nulls, id);
-	EmitChange(ctx, txn, route, RECORD_UPSERT, lsn, id, pk, doc.data);
+	problem = DocumentAppendRow(&doc, route->shape, row->values, row->nulls, id,
+								DOCUMENT_BUILD_LIMIT);
+	if (problem == NULL)
+		EmitChange(ctx, txn, route, RECORD_UPSERT, lsn, id, pk, doc.data);
+	else
+		EmitChange(ctx, txn, route, RECORD_ERROR, lsn, id, pk, RowProblem(route, problem));
 }
 
 /* INSERT: one upsert */
@@ -359,7 +457,11 @@ HandleUpdate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *rout
 			   *old_pk,
 			   *problem;
 
-	problem = RowKeys(route, &newrow, &id, &pk);
+	problem = ResolveUnchangedKeys(route, &newrow, &oldrow);
+	if (problem == NULL)
+		problem = RowKeys(route, &newrow, &id, &pk);
+	else
+		id = pk = NULL;
 	if (problem == NULL && oldrow.present && route->old_has_keys &&
 		RowKeys(route, &oldrow, &old_id, &old_pk) == NULL &&
 		(strcmp(id, old_id) != 0 || strcmp(pk, old_pk) != 0))
@@ -393,6 +495,46 @@ HandleDelete(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *rout
 		EmitChange(ctx, txn, route, RECORD_DELETE, change->lsn, id, pk, NULL);
 }
 
+/*
+ * An insert into cosmos_sink.resend_deletes (by retry_dead_letters(), which
+ * only the extension owner can write): the delete of a document whose row is
+ * gone, in commit order. Every value is checked before it is used.
+ */
+static void
+HandleResendDelete(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
+				   ReorderBufferChange *change)
+{
+	RowImage	row = DeformRow(rel, CompatChangeNewTuple(change));
+	Relation	target;
+	RouteInfo  *route;
+	char	   *pk;
+	char	   *id;
+	char	   *problem = NULL;
+
+	if (!row.present || RelationGetDescr(rel)->natts != 3 ||
+		row.nulls[0] || row.nulls[1] || row.nulls[2])
+		return;
+	target = RelationIdGetRelation(DatumGetObjectId(row.values[0]));
+	if (!RelationIsValid(target))
+		return;
+	route = RouteCacheLookup(target);
+	if (route->routed)
+	{
+		pk = TextDatumGetCString(row.values[1]);
+		id = TextDatumGetCString(row.values[2]);
+		if (!CosmosPartitionKeyValid(pk, strlen(pk), route->npk, &problem))
+			problem = psprintf("resent delete of %s: %s", route->table_name, problem);
+		else if (CosmosInvalidIdReason(id, strlen(id)) != NULL)
+			problem = psprintf("resent delete of %s: %s", route->table_name,
+							   CosmosInvalidIdReason(id, strlen(id)));
+		if (problem != NULL)
+			EmitChange(ctx, txn, route, RECORD_ERROR, change->lsn, NULL, NULL, problem);
+		else
+			EmitChange(ctx, txn, route, RECORD_DELETE, change->lsn, id, pk, NULL);
+	}
+	RelationClose(target);
+}
+
 /* Change: route lookup, then one record per change in the per-change context */
 static void
 PluginChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
@@ -402,9 +544,17 @@ PluginChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	RouteInfo  *route = RouteCacheLookup(rel);
 	MemoryContext old;
 
-	if (!route->routed)
+	if (!route->routed && !route->resend_deletes)
 		return;
 	old = MemoryContextSwitchTo(state->context);
+	if (route->resend_deletes)
+	{
+		if (change->action == REORDER_BUFFER_CHANGE_INSERT)
+			HandleResendDelete(ctx, txn, rel, change);
+		MemoryContextSwitchTo(old);
+		MemoryContextReset(state->context);
+		return;
+	}
 	switch (change->action)
 	{
 		case REORDER_BUFFER_CHANGE_INSERT:
@@ -451,47 +601,10 @@ PluginTruncate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, int nrelation
 }
 
 /*
- * Transactional message from retry_dead_letters(): "delete\n<relid>\n<pk json>\n<id>"
- * asks for the delete of a document whose row is gone, in commit order.
+ * Register the callbacks; deliberately no stream_* and no two-phase ones, and
+ * no message callback: pg_logical_emit_message() is open to every role, so
+ * nothing that arrives that way may become a write.
  */
-static void
-PluginMessage(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, XLogRecPtr lsn,
-			  bool transactional, const char *prefix, Size size, const char *message)
-{
-	PluginState *state = ctx->output_plugin_private;
-	char	   *text;
-	char	   *relid_text;
-	char	   *pk;
-	char	   *id;
-	Relation	rel;
-	MemoryContext old;
-
-	if (!transactional || strcmp(prefix, COSMOS_SINK_PLUGIN) != 0)
-		return;
-	old = MemoryContextSwitchTo(state->context);
-	text = pnstrdup(message, size);
-	if (strncmp(text, "delete\n", 7) == 0 &&
-		(relid_text = text + 7) != NULL &&
-		(pk = strchr(relid_text, '\n')) != NULL &&
-		(id = strchr(pk + 1, '\n')) != NULL)
-	{
-		*pk++ = '\0';
-		*id++ = '\0';
-		rel = RelationIdGetRelation(atooid(relid_text));
-		if (RelationIsValid(rel))
-		{
-			RouteInfo  *route = RouteCacheLookup(rel);
-
-			if (route->routed)
-				EmitChange(ctx, txn, route, RECORD_DELETE, lsn, id, pk, NULL);
-			RelationClose(rel);
-		}
-	}
-	MemoryContextSwitchTo(old);
-	MemoryContextReset(state->context);
-}
-
-/* Register the callbacks; deliberately no stream_* and no two-phase ones */
 void
 _PG_output_plugin_init(OutputPluginCallbacks *cb)
 {
@@ -502,6 +615,5 @@ _PG_output_plugin_init(OutputPluginCallbacks *cb)
 	cb->change_cb = PluginChange;
 	cb->truncate_cb = PluginTruncate;
 	cb->commit_cb = PluginCommit;
-	cb->message_cb = PluginMessage;
 	cb->shutdown_cb = PluginShutdown;
 }

@@ -14,7 +14,7 @@
 #include "document.h"
 
 /* Columns of cosmos_sink.routes, in table order */
-#define Natts_routes				7
+#define Natts_routes				8
 #define Anum_routes_route_id		1
 #define Anum_routes_staging_table	2
 #define Anum_routes_cosmos_database	3
@@ -22,9 +22,11 @@
 #define Anum_routes_partition_key	5
 #define Anum_routes_id_column		6
 #define Anum_routes_created_at		7
+#define Anum_routes_key_types		8
 
 #define ROUTE_MAX_PK_COLUMNS 3
 #define ROUTES_TABLE "routes"
+#define RESEND_DELETES_TABLE "resend_deletes"
 
 /* What the output plugin knows about one relation at the current LSN */
 typedef struct RouteInfo
@@ -32,6 +34,7 @@ typedef struct RouteInfo
 	Oid			relid;			/* hash key */
 	bool		valid;			/* false after a relcache invalidation */
 	bool		routed;			/* false: not a staging table (now) */
+	bool		resend_deletes;	/* cosmos_sink.resend_deletes itself */
 	MemoryContext cxt;			/* holds everything below */
 	int32		route_id;
 	char	   *table_name;		/* schema.table */
@@ -55,5 +58,6 @@ extern RouteInfo *RouteCacheLookup(Relation rel);
 
 /* routes.c: helpers shared with the worker */
 extern Oid	RoutesTableOid(bool missing_ok);
+extern Oid	ExtensionTableOid(const char *name);
 
 #endif							/* COSMOS_SINK_ROUTE_H */

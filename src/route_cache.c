@@ -42,6 +42,7 @@ static MemoryContext RouteRowsContext = NULL;
 static HTAB *RouteHash = NULL;	/* relid -> RouteInfo */
 static HTAB *RouteRows = NULL;	/* relid -> RouteRow */
 static Oid	RoutesOid = InvalidOid;
+static Oid	ResendDeletesOid = InvalidOid;
 static bool RoutesLoaded = false;
 static bool CallbackRegistered = false;
 
@@ -156,6 +157,7 @@ LoadRouteRows(void)
 
 	old = MemoryContextSwitchTo(RouteRowsContext);
 	RoutesOid = RoutesTableOid(true);
+	ResendDeletesOid = ExtensionTableOid(RESEND_DELETES_TABLE);
 	if (OidIsValid(RoutesOid))
 	{
 		Relation	rel = table_open(RoutesOid, AccessShareLock);
@@ -254,6 +256,7 @@ BuildRouteInfo(RouteInfo *entry, Relation rel)
 	entry->announced = false;
 	row = hash_search(RouteRows, &entry->relid, HASH_FIND, NULL);
 	entry->routed = row != NULL;
+	entry->resend_deletes = OidIsValid(ResendDeletesOid) && entry->relid == ResendDeletesOid;
 	if (row != NULL)
 	{
 		old = MemoryContextSwitchTo(entry->cxt);

@@ -52,6 +52,15 @@ RoutesTableOid(bool missing_ok)
 	return relid;
 }
 
+/* OID of a table of the extension's schema, or InvalidOid (any snapshot) */
+Oid
+ExtensionTableOid(const char *name)
+{
+	Oid			nsp = get_namespace_oid(COSMOS_SINK_SCHEMA, true);
+
+	return OidIsValid(nsp) ? get_relname_relid(name, nsp) : InvalidOid;
+}
+
 /* Routes only make sense in the database the worker forwards */
 static void
 CheckRouteDatabase(void)
@@ -367,9 +376,14 @@ InsertRoute(Oid relid, const char *db, const char *container, Datum pkarray,
 	Datum		result;
 
 	SPI_connect();
+	/* key_types: what the DDL guard keeps from changing */
 	if (SPI_execute_with_args("INSERT INTO cosmos_sink.routes"
-							  " (staging_table, cosmos_database, container, partition_key, id_column)"
-							  " VALUES ($1, $2, $3, $4, $5::name) RETURNING *",
+							  " (staging_table, cosmos_database, container, partition_key, id_column, key_types)"
+							  " VALUES ($1, $2, $3, $4, $5::name,"
+							  " ARRAY(SELECT pg_catalog.format_type(a.atttypid, a.atttypmod)"
+							  " FROM unnest($5 || $4) WITH ORDINALITY AS k(c, o)"
+							  " JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attname = k.c"
+							  " ORDER BY k.o)) RETURNING *",
 							  5, (Oid[]) {OIDOID, TEXTOID, TEXTOID, TEXTARRAYOID, TEXTOID},
 							  (Datum[]) {ObjectIdGetDatum(relid), CStringGetTextDatum(db),
 							  CStringGetTextDatum(container), pkarray,
@@ -523,6 +537,11 @@ remove_route(PG_FUNCTION_ARGS)
 	Datum		result;
 
 	CheckRouteDatabase();
+	/* as strict as add_route(): only the table's owner (a superuser for a table gone); before any lock */
+	if (get_rel_name(relid) != NULL ? !CompatRelationOwnerCheck(relid, GetUserId()) : !superuser())
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("must be owner of table %s to remove its route", RelationNameOrOid(relid))));
 	LockRelationOid(relid, ShareRowExclusiveLock);
 	SPI_connect();
 	if (SPI_execute_with_args("DELETE FROM cosmos_sink.routes WHERE staging_table = $1 RETURNING *",

@@ -20,8 +20,11 @@
 #include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/resowner.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 #include "utils/timestamp.h"
 
 #include "batch.h"
@@ -38,6 +41,12 @@
 #define DECODE_SLICE_MS		50		/* longest decoding stretch between sends */
 #define MAX_DONE			64
 #define RESYNC_CHUNK_ROWS	1000	/* rows touched per backfill transaction */
+#define RESYNC_CHUNK_TIMEOUT_MS 30000	/* longest a chunk may hold up forwarding */
+#define RESYNC_LOCK_TIMEOUT	"5s"	/* longest a chunk waits for a row lock */
+#define RESYNC_MAX_RETRIES	5		/* transient failures in a row before it stops */
+
+static int	ResyncFailures = 0;		/* transient failures of the running backfill in a row */
+static TimestampTz ResyncRetryAt = 0;	/* no chunk before this (backoff) */
 
 PGDLLEXPORT void CosmosSinkWorkerMain(Datum arg);
 
@@ -199,6 +208,109 @@ FlushDeadLetters(void)
 }
 
 /*
+ * Mark the running backfill failed with the reason (a trigger or policy of
+ * the table's owner refused the touch): it stops, the stream goes on.
+ */
+static void
+ResyncFailed(const char *message)
+{
+	ereport(WARNING,
+			(errmsg("cosmos_sink: resync stopped: %s", message),
+			 errhint("Fix the cause, then call cosmos_sink.resync() again.")));
+	SPI_execute_with_args("UPDATE cosmos_sink.resyncs SET finished_at = now(), note = 'failed: ' || $1"
+						  " WHERE staging_table = (SELECT staging_table FROM cosmos_sink.resyncs"
+						  " WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1)",
+						  1, (Oid[]) {TEXTOID}, (Datum[]) {CStringGetTextDatum(message)},
+						  NULL, false, 0);
+}
+
+/* Whether a failed chunk may succeed if tried again (locks, timeouts, resources) */
+static bool
+ResyncErrorTransient(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES;
+}
+
+/*
+ * A chunk failed: a transient error is tried again after a backoff (up to
+ * RESYNC_MAX_RETRIES in a row), any other stops the backfill with the reason.
+ */
+static void
+ResyncChunkFailed(ErrorData *edata)
+{
+	if (ResyncErrorTransient(edata->sqlerrcode) && ++ResyncFailures < RESYNC_MAX_RETRIES)
+	{
+		long		backoff = Min(1000L << ResyncFailures, 30000L);
+
+		ereport(LOG,
+				(errmsg("cosmos_sink: resync chunk failed, trying again in %ld ms: %s",
+						backoff, edata->message)));
+		ResyncRetryAt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), backoff);
+		return;
+	}
+	ResyncFailures = 0;
+	ResyncFailed(edata->message);
+}
+
+/*
+ * Touch the next chunk of the oldest running backfill, in a subtransaction
+ * (the touch runs the owner's code, which may fail), bounded in time and in
+ * lock waits so that it never holds up forwarding for long. Returns whether a
+ * backfill is running (one more call may finish it).
+ */
+static bool
+RunResyncChunk(void)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	volatile bool running = false;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		bool		isnull = true;
+
+		(void) set_config_option("lock_timeout", RESYNC_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_LOCAL, true, 0, false);
+		enable_timeout_after(STATEMENT_TIMEOUT, RESYNC_CHUNK_TIMEOUT_MS);
+		if (SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
+						" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
+						false, 1) == SPI_OK_SELECT && SPI_processed > 0)
+			(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		/* the chunk finished: a timer that fired meanwhile must not cancel what follows */
+		if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+			QueryCancelPending = false;
+		running = !isnull;
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		disable_timeout(STATEMENT_TIMEOUT, false);
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(cxt);
+		CurrentResourceOwner = owner;
+		ResyncChunkFailed(edata);
+		FreeErrorData(edata);
+		return true;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	ResyncFailures = 0;
+	return running;
+}
+
+/*
  * Run one chunk of a requested backfill (resync()), in its own transaction,
  * when the buffer has room: the touched rows come back through the stream.
  * Looks for requests once a second while none is running.
@@ -210,7 +322,7 @@ ResyncStep(void)
 	static bool active = false;
 	bool		isnull = true;
 
-	if (!active && GetCurrentTimestamp() < next_look)
+	if ((!active && GetCurrentTimestamp() < next_look) || GetCurrentTimestamp() < ResyncRetryAt)
 		return;
 	if (BatchPendingBytes() > BufferBytes() / 2)
 		return;
@@ -220,14 +332,10 @@ ResyncStep(void)
 	PushActiveSnapshot(GetTransactionSnapshot());
 	/* nothing to do before CREATE EXTENSION */
 	if (SPI_execute("SELECT to_regclass('cosmos_sink.resyncs') IS NOT NULL", true, 1) == SPI_OK_SELECT &&
-		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
-		SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
-					" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
-					false, 1) == SPI_OK_SELECT && SPI_processed > 0)
-		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		active = RunResyncChunk();
 	else
-		isnull = true;
-	active = !isnull;			/* a backfill is running (one more call may finish it) */
+		active = false;
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
@@ -463,6 +571,21 @@ WaitForPrerequisites(void)
 	StatusClearError();
 }
 
+/*
+ * Ids and partition keys are the text of values: whatever postgresql.conf
+ * says, the worker renders dates, intervals and floats one way (ISO, the
+ * default interval style, shortest exact floats), so a settings change never
+ * gives the same row another id or key. (timestamptz follows TimeZone, as in
+ * documents.)
+ */
+static void
+PinKeyTextSettings(void)
+{
+	SetConfigOption("DateStyle", "ISO, MDY", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("IntervalStyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("extra_float_digits", "1", PGC_SUSET, PGC_S_OVERRIDE);
+}
+
 /* Entry point of the background worker */
 void
 CosmosSinkWorkerMain(Datum arg)
@@ -472,6 +595,9 @@ CosmosSinkWorkerMain(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(CosmosSinkDatabase, NULL, 0);
 	pgstat_report_appname("cosmos_sink worker");
+	/* a superuser session: no object of another role's schema may shadow a name */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+	PinKeyTextSettings();
 
 	SpinLockAcquire(&CosmosSinkState->mutex);
 	CosmosSinkState->worker_pid = MyProcPid;

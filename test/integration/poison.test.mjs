@@ -27,8 +27,9 @@ test('refused ids and oversized documents go to dead_letters; the rest flows', a
   assert.deepEqual(Object.keys(byId).sort(), ['LLLL..1024', 'has#hash', 'has/slash', 'has?question', 'has\\backslash', 'too-big'].sort());
   assert.match(byId['has/slash'].error, /"\/"/);
   assert.match(byId['LLLL..1024'].error, /1023 bytes/);
-  assert.equal(byId['too-big'].http_status, 413);
-  assert.match(byId['too-big'].error, /2 MB/);
+  // building stops past the limit: parked by the plugin, before any request
+  assert.equal(byId['too-big'].operation, 'error');
+  assert.match(byId['too-big'].error, /cannot become a document \(limit \d+ bytes\)/);
 
   // everything else is there, exactly; the parked rows are the only difference
   const r = await sink.verify('poison_staging', 'order_key', 'poison');
@@ -46,7 +47,8 @@ test('a change that cannot become a document is parked with the fix in its reaso
   await sink.pg.query(`INSERT INTO toast_staging VALUES (1, 'c1', repeat('t', 10000)), (2, 'c2', 'small')`);
   await sink.waitCaughtUp();
   // identity changed behind the route's back: an UPDATE leaving the TOASTed value has nothing to send
-  await sink.pg.query(`ALTER TABLE toast_staging REPLICA IDENTITY DEFAULT`);
+  // (the DDL guard refuses this identity; with event triggers off it can still happen)
+  await sink.pg.psql(`SET session_replication_role = replica; ALTER TABLE toast_staging REPLICA IDENTITY DEFAULT;`);
   await sink.pg.query(`UPDATE toast_staging SET customer_id = customer_id WHERE order_id = 1`);
   await sink.pg.query(`UPDATE toast_staging SET big = 'changed' WHERE order_id = 2`);
   await sink.waitCaughtUp();

@@ -24,18 +24,27 @@ test('backfill with concurrent updates and deletes ends exact', async () => {
   await sink.route('rs_orders', 'rs_orders', 'customer_id');
   await sink.pg.query(`SELECT cosmos_sink.resync('rs_orders')`);
 
-  // Flink keeps writing meanwhile: updates (some moving the partition key) and deletes
+  // Flink keeps writing meanwhile: updates (some moving the partition key) and deletes.
+  // Its rows and a chunk's overlap, locked in different orders: a deadlock victim
+  // retries, as Flink's JDBC sink does
+  const write = async (sql, params) => {
+    for (let attempt = 1; ; attempt++) {
+      try { return await sink.pg.query(sql, params); } catch (e) {
+        if (e.code !== '40P01' || attempt >= 5) throw e;
+      }
+    }
+  };
   let stop = false;
   let progressSeen = false;
   const writer = (async () => {
     let round = 0;
     while (!stop) {
       round++;
-      await sink.pg.query(`UPDATE rs_orders SET amount = amount + 1, status = 'NEW-' || $1,
+      await write(`UPDATE rs_orders SET amount = amount + 1, status = 'NEW-' || $1,
         customer_id = CASE WHEN order_id % 97 = 0 THEN 'moved' ELSE customer_id END
         WHERE order_id % 50 = $1 % 50`, [round]);
-      await sink.pg.query(`DELETE FROM rs_orders WHERE order_id % 211 = $1 % 211`, [round]);
-      await sink.pg.query(`INSERT INTO rs_orders SELECT 100000 + $1 * 10 + g, 'c' || g, g, 'INSERTED', now()
+      await write(`DELETE FROM rs_orders WHERE order_id % 211 = $1 % 211`, [round]);
+      await write(`INSERT INTO rs_orders SELECT 100000 + $1 * 10 + g, 'c' || g, g, 'INSERTED', now()
         FROM generate_series(1, 10) g`, [round]);
       const [st] = await sink.pg.query('SELECT resync_progress FROM cosmos_sink.status');
       if (/rs_orders \d+\/\d+/.test(st.resync_progress ?? '')) progressSeen = true;

@@ -53,6 +53,7 @@ const DEFAULTS = {
   pkRangesSpace: 'v2', // 'v2': split [0, 2^126) where v2/MultiHash keys are; 'full': [0, 2^128)
   validateRouting: false, // bulk: every op's EPK must be in the declared range (else 410/1002)
   splitRangesAfter: 0, // > 0: after that many bulk requests to a container its ranges split (N -> 2N)
+  responseHeaders: {}, // headers set on every answer, over the real ones (a hostile endpoint)
   ...DEFAULT_LIMITS,
 };
 const ROUTING_OPTIONS = new Set(['pkRanges', 'pkRangesSpace', 'validateRouting', 'splitRangesAfter']);
@@ -348,6 +349,7 @@ function send(ctx, status, body, headers = {}, { truncate = false } = {}) {
     'x-ms-activity-id': ctx.activityId,
     'x-ms-request-charge': formatCharge(rec.ru),
     ...headers,
+    ...config.responseHeaders,
     'content-length': String(buf.length),
   };
   res.writeHead(status, h);

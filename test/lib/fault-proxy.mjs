@@ -100,6 +100,8 @@ process.once('exit', () => {
  *   atomicMode='precheck' | 'rollback' | 'none'   how atomic batches are made atomic (see below)
  *   realPkRanges=true pkranges ids become strings ("0") as the real service sends them
  *   maxOps=100, maxRequestBytes=2 MiB, maxItemBytes=2 MiB, maxIdBytes=1023, invalidIdChars='/\?#'
+ *   responseHeaders={} headers set on every answer over the real ones, e.g.
+ *                     {'x-ms-request-charge': 'nan'} (a hostile endpoint)
  *   pkRanges=0        N > 0: GET .../pkranges answers N ranges (ids "0".."N-1", 32-hex-digit
  *                     boundaries) splitting the EPK space evenly, for every container (the
  *                     emulator's answer is kept otherwise). The space split is where hash v2 /

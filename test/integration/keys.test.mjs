@@ -1,0 +1,45 @@
+// Ids and partition keys are the text of values: a change of DateStyle,
+// IntervalStyle or extra_float_digits in postgresql.conf must not give the
+// same row another id or key (old documents would be orphaned and deletes
+// would miss them).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startSink } from '../lib/sink.mjs';
+import { compareDocs, expectedDocsSql, readContainer } from '../lib/verify.mjs';
+
+let sink;
+before(async () => { sink = await startSink(); });
+after(async () => { await sink?.stop(); });
+
+test('a change of DateStyle and float settings keeps ids and keys', async () => {
+  await sink.pg.query(`CREATE TABLE k_days (day date PRIMARY KEY, bucket float8 NOT NULL, note text)`);
+  await sink.route('k_days', 'k_days', 'bucket');
+  await sink.pg.query(`INSERT INTO k_days SELECT DATE '2026-01-01' + g, (g % 3) / 3.0, 'first'
+    FROM generate_series(0, 19) g`);
+  await sink.waitCaughtUp();
+  assert.ok((await sink.verify('k_days', 'day', 'k_days')).ok);
+
+  // the DBA changes how dates and floats are written, and restarts
+  await sink.pg.setConf({ DateStyle: 'SQL, DMY', extra_float_digits: 0, IntervalStyle: 'sql_standard' });
+  await sink.pg.restart();
+  await sink.waitReady();
+  await sink.pg.query(`DELETE FROM k_days WHERE day < DATE '2026-01-11'`);
+  await sink.pg.query(`UPDATE k_days SET note = 'second'`);
+  await sink.waitCaughtUp();
+  // the deletes found their documents; the updates replaced, not forked, them
+  // (expected ids written the way the worker writes them, whatever the server's settings)
+  const c = await sink.pg.client();
+  let expected;
+  try {
+    await c.query(`SET DateStyle = 'ISO, MDY'; SET extra_float_digits = 1; SET IntervalStyle = 'postgres'`);
+    expected = (await c.query(expectedDocsSql('k_days', 'day'))).rows.map((row) => row.doc);
+  } finally {
+    await c.end();
+  }
+  const actual = await readContainer({ endpoint: sink.emu.endpoint, caFile: sink.emu.caFile, database: 'shop', container: 'k_days' });
+  const r = compareDocs(expected, actual);
+  assert.ok(r.ok, String(r));
+  assert.equal(actual.length, 10);
+  const [{ n }] = await sink.pg.query(`SELECT count(*)::int AS n FROM cosmos_sink.dead_letters`);
+  assert.equal(n, 0);
+});
