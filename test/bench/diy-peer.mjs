@@ -9,9 +9,10 @@
 // (all changes of the workload) were acknowledged, printing one JSON line:
 //   {"acked":N,"failed":F,"calls":C,"seconds":S,"firstChangeAtMs":..,"lastLsn":".."}
 //
-// node diy-peer.mjs --endpoint https://localhost:PORT/ --ca CA.pem --key KEY
+// node diy-peer.mjs --endpoint https://127.0.0.1:PORT/ --ca CA.pem --key KEY
 //   --route public.orders_hi=bench/orders_hi/customer_id/order_id [--route ...]
 //   --expect N [--concurrency 16] [--chunk 1000] [--api executeBulkOperations|bulk]
+import '../lib/node18.mjs'; // before @azure/cosmos: global crypto on Node 18
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import readline from 'node:readline';

@@ -80,7 +80,7 @@ export async function startNullEndpoint({ certs, tls = true, port = 0, ranges = 
     child.send({ cmd, id, arg });
   });
   return {
-    endpoint: `${tls ? 'https' : 'http'}://localhost:${ready.port}/`,
+    endpoint: `${tls ? 'https' : 'http'}://127.0.0.1:${ready.port}/`,
     port: ready.port,
     pid: child.pid,
     caFile: certs?.caFile,
@@ -276,7 +276,7 @@ function runServer(opts) {
     req.resume();
     req.on('end', () => {
       st.metaRequests++;
-      if (req.method === 'GET' && segs.length === 0) return json(res, 200, account(req.headers.host || `localhost:${port}`));
+      if (req.method === 'GET' && segs.length === 0) return json(res, 200, account(req.headers.host || `127.0.0.1:${port}`));
       if (req.method === 'GET' && segs.length === 2 && segs[0] === 'dbs') return json(res, 200, { id: segs[1], _rid: segs[1], _self: `dbs/${segs[1]}/` });
       if (req.method === 'GET' && segs.length === 4 && segs[0] === 'dbs' && segs[2] === 'colls') {
         const paths = opts.pkPaths[`${segs[1]}/${segs[3]}`] ?? opts.defaultPkPaths;

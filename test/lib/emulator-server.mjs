@@ -52,7 +52,7 @@ server.prependListener('request', (req) => {
 server.listen(opts.port || 0, opts.host || '127.0.0.1', () => {
   const { port } = server.address();
   if (process.send) process.send({ ready: true, port });
-  else console.log(`cosmosdb-server listening on https://localhost:${port}/`);
+  else console.log(`cosmosdb-server listening on https://127.0.0.1:${port}/`);
 });
 server.on('error', (err) => {
   console.error(`emulator-server: ${err.stack || err}`);

@@ -2,6 +2,7 @@
 // verified HTTPS in a child process (emulator-server.mjs), so tests can kill,
 // restart, reset or freeze it; plus helpers to get an @azure/cosmos client that
 // trusts the generated CA and to create containers with the official SDK.
+import './node18.mjs'; // before @azure/cosmos: global crypto on Node 18
 import { fork } from 'node:child_process';
 import { openSync, closeSync, readFileSync, existsSync } from 'node:fs';
 import https from 'node:https';
@@ -31,7 +32,7 @@ process.once('exit', () => {
  * dir/certs/ca.pem when the worker is given it as cosmos_sink.ca_file. certs: {caFile, certFile, keyFile} to reuse;
  * generated into dir otherwise. port 0 = any free port (kept across restarts).
  *
- * Emulator: {endpoint 'https://localhost:PORT/', port, dir, caFile, certFile,
+ * Emulator: {endpoint 'https://127.0.0.1:PORT/', port, dir, caFile, certFile,
  *   keyFile, logFile, pid,
  *   stop()            graceful stop; removes dir if we created it
  *   kill(sig='SIGKILL') kill the child (all data is lost: it is in memory)
@@ -95,7 +96,8 @@ export async function startEmulator({ port = 0, dir, certs, host = '127.0.0.1', 
         me.once('exit', (code, sig) => { clearTimeout(t); reject(new Error(`emulator exited (${code ?? sig}) at start:\n${emu.log()}`)); });
       }).catch(async (e) => { try { me.kill('SIGKILL'); } catch { /* gone */ } await exited; throw e; });
       emu.port = ready.port;
-      emu.endpoint = `https://localhost:${ready.port}/`;
+      // an IP, not localhost: Node 18 would try only ::1 first where /etc/hosts maps localhost to both
+      emu.endpoint = `https://127.0.0.1:${ready.port}/`;
       return emu;
     },
 

@@ -167,7 +167,7 @@ function upstream(method, path, headers, body) {
   return new Promise((resolve, reject) => {
     const h = {};
     for (const [k, v] of Object.entries(headers)) if (!HOP.has(k.toLowerCase())) h[k] = v;
-    h.host = `localhost:${opts.target.port}`;
+    h.host = `127.0.0.1:${opts.target.port}`;
     if (body && body.length) h['content-length'] = String(body.length);
     const r = https.request({
       host: opts.target.host || '127.0.0.1', port: opts.target.port, servername: 'localhost',
@@ -994,7 +994,7 @@ try {
   applyConfig(opts.config || {});
   port = await listen();
   if (process.send) process.send({ ready: true, port });
-  else console.log(`fault proxy listening on https://localhost:${port}/`);
+  else console.log(`fault proxy listening on https://127.0.0.1:${port}/`);
 } catch (err) {
   log('failed to start:', err);
   if (process.send) process.send({ error: String(err.message || err) });

@@ -53,7 +53,7 @@ process.once('exit', () => {
  * proxy writes its own problems (default: emulator dir/fault-proxy.log).
  * Any other field is an option of set() applied at start.
  *
- * FaultProxy: {endpoint 'https://localhost:PORT/', port, pid, caFile, logFile,
+ * FaultProxy: {endpoint 'https://127.0.0.1:PORT/', port, pid, caFile, logFile,
  *   set(options) -> effective options   (merged; see OPTIONS below)
  *   clear()          all faults off (rates, budget, failNext queue, container statuses)
  *   failNext(n, {status=503, substatus, retryAfterMs, message, body, kinds} |
@@ -223,7 +223,7 @@ export async function startFaultProxy({
   };
 
   const proxy = {
-    endpoint: `https://localhost:${ready.port}/`,
+    endpoint: `https://127.0.0.1:${ready.port}/`, // an IP: never resolved to ::1
     port: ready.port,
     host,
     caFile,
