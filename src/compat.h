@@ -26,6 +26,11 @@
 #include "varatt.h"
 #endif
 
+/* A function that does not return: 18 writes pg_noreturn before the declaration */
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
 /* Commit timestamp of a decoded transaction */
 #define CompatTxnCommitTime(txn) ((txn)->xact_time.commit_time)
 
@@ -76,7 +81,8 @@
  * PostgreSQL 18 has escape_json_with_len(); before it, escape_json() wants a
  * C string and appends byte by byte, so this copies runs of plain bytes at once.
  */
-#if PG_VERSION_NUM >= 180000
+#define COMPAT_HAS_ESCAPE_JSON_WITH_LEN (PG_VERSION_NUM >= 180000)
+#if COMPAT_HAS_ESCAPE_JSON_WITH_LEN
 #define CompatEscapeJsonLen(out, s, len) escape_json_with_len((out), (s), (len))
 #else
 #define JSON_BYTES_ONES		UINT64CONST(0x0101010101010101)
@@ -167,15 +173,26 @@ typedef void CompatJsonSemResult;
 #define COMPAT_JSON_SEM_RESULT(failed)
 #endif
 
+/*
+ * Arguments of makeJsonLexContextCstringLen() for a new lexer over s[0..len):
+ * 17 takes a lexer to fill first (NULL: allocate one) and a const text
+ */
+#if PG_VERSION_NUM >= 170000
+#define COMPAT_JSON_LEXER_ARGS(s, len, encoding, need_escapes) \
+	NULL, (s), (len), (encoding), (need_escapes)
+#else
+#define COMPAT_JSON_LEXER_ARGS(s, len, encoding, need_escapes) \
+	(char *) (s), (int) (len), (encoding), (need_escapes)
+#endif
+
+/* Whether libpgcommon's frontend build has json_errdetail() (from 17 on) */
+#define COMPAT_FRONTEND_JSON_ERRDETAIL (PG_VERSION_NUM >= 170000)
+
 /* A lexer over s[0..len) that de-escapes strings (17 takes a lexer to fill, or NULL) */
 static inline JsonLexContext *
 CompatMakeJsonLexer(const char *s, size_t len, int encoding)
 {
-#if PG_VERSION_NUM >= 170000
-	return makeJsonLexContextCstringLen(NULL, s, len, encoding, true);
-#else
-	return makeJsonLexContextCstringLen(unconstify(char *, s), (int) len, encoding, true);
-#endif
+	return makeJsonLexContextCstringLen(COMPAT_JSON_LEXER_ARGS(s, len, encoding, true));
 }
 
 /* Free a lexer from CompatMakeJsonLexer (17 has freeJsonLexContext) */
