@@ -1,14 +1,19 @@
 /*
  * compat.h
  *		Differences between the PostgreSQL majors cosmos_sink supports (15, 17
- *		and 18; 16 should build but is untested), kept in one place so the rest of the
- *		code reads as if there were only one version. No other file tests
- *		PG_VERSION_NUM.
+ *		and 18; 16 should build but is untested), kept in one place so the
+ *		rest of the code reads as if there were only one version. No other
+ *		source file tests PG_VERSION_NUM.
  */
 #ifndef COSMOS_SINK_COMPAT_H
 #define COSMOS_SINK_COMPAT_H
 
 #include "postgres.h"
+
+/* 13 and 14 are not supported (nothing tests them) */
+#if PG_VERSION_NUM < 150000
+#error "cosmos_sink needs PostgreSQL 15 or later"
+#endif
 
 #include "catalog/pg_class.h"
 #include "common/base64.h"
