@@ -194,12 +194,37 @@ SlotSize(int id_len, int pk_len)
 	return offsetof(DocSlot, key_data) + id_len + pk_len;
 }
 
+/* A change or slot of a route, in the route's memory (counted for RouteFree) */
+static void *
+RouteAlloc(SinkRoute *route, Size size)
+{
+	void	   *chunk = MemoryContextAlloc(route->memory, size);
+
+	route->live_chunks++;
+	return chunk;
+}
+
+/*
+ * Free a change or slot of a route; once the route holds none, reset its
+ * memory. From PostgreSQL 16 on a generation context keeps its emptied
+ * current block and a spare one (up to 2 x 256 kB a route), which
+ * BatchPendingBytes would count as pending for good: with a few routes and
+ * a small buffer_size, decoding would wait forever for memory nothing holds.
+ */
+static void
+RouteFree(SinkRoute *route, void *chunk)
+{
+	pfree(chunk);
+	if (--route->live_chunks == 0)
+		MemoryContextReset(route->memory);
+}
+
 /* Copy a decoded change into the batcher */
 static Change *
 NewChange(SinkRoute *route, const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn)
 {
-	Change	   *change = MemoryContextAlloc(route->memory, offsetof(Change, data) +
-											rec->id_len + rec->pk_len + rec->body_len + 3);
+	Change	   *change = RouteAlloc(route, offsetof(Change, data) +
+									rec->id_len + rec->pk_len + rec->body_len + 3);
 	char	   *p = change->data;
 
 	change->slot = NULL;
@@ -229,13 +254,13 @@ NewChange(SinkRoute *route, const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn
 
 /* A change is done (acknowledged, superseded or handed to dead_letters) */
 static void
-ChangeDone(Change *change, bool count_done)
+ChangeDone(SinkRoute *route, Change *change, bool count_done)
 {
 	if (count_done)
 		CheckpointChangeDone(change->txn);
 	PendingBytes -= ChangeSize(change);
 	PendingChanges--;
-	pfree(change);
+	RouteFree(route, change);
 }
 
 /* Park a change in dead_letters; its transaction counts it done once written */
@@ -247,7 +272,7 @@ ChangeDeadLetter(SinkRoute *route, Change *change, int status, int substatus,
 				  change->pk, change->pk_len, change->doc, change->doc_len,
 				  status, substatus, error, change->txn);
 	StatsRecordDeadLetters(route->route_id, route->relid, 1);
-	ChangeDone(change, false);
+	ChangeDone(route, change, false);
 }
 
 /* Put a slot with a waiting change on its route's ready list (retries first) */
@@ -277,7 +302,7 @@ SlotSettle(DocSlot *slot, bool retry)
 		return;
 	slots_delete(Slots, slot);
 	PendingBytes -= SlotSize(slot->id_len, slot->pk_len);
-	pfree(slot);
+	RouteFree(slot->route, slot);
 }
 
 /* Local checks Cosmos DB would fail anyway: park such changes at once */
@@ -331,7 +356,7 @@ SlotFor(SinkRoute *route, Change *change)
 		return entry->slot;
 
 	/* (an ERROR here ends the worker, so the probe never outlives this call) */
-	slot = MemoryContextAlloc(route->memory, SlotSize(change->id_len, change->pk_len));
+	slot = RouteAlloc(route, SlotSize(change->id_len, change->pk_len));
 	slot->hash = probe.hash;
 	slot->route = route;
 	slot->in_flight = NULL;
@@ -365,7 +390,7 @@ BatchAddChange(const ChangeRecord *rec, XLogRecPtr lsn)
 	slot = SlotFor(route, change);
 	change->slot = slot;
 	if (slot->waiting != NULL)
-		ChangeDone(slot->waiting, true);	/* superseded by this newer state */
+		ChangeDone(route, slot->waiting, true);	/* superseded by this newer state */
 	slot->waiting = change;
 	SlotEnqueue(slot, false);
 }
@@ -844,14 +869,14 @@ ApplyOutcome(SinkRoute *route, Change *change, CosmosOutcome outcome,
 	{
 		case COSMOS_SUCCESS:
 		case COSMOS_SUCCESS_ABSENT:
-			ChangeDone(change, true);
+			ChangeDone(route, change, true);
 			break;
 		case COSMOS_POISON:
 			ChangeDeadLetter(route, change, result->status, result->substatus, problem);
 			break;
 		default:
 			if (slot->waiting != NULL)
-				ChangeDone(change, true);	/* a newer state will be sent instead */
+				ChangeDone(route, change, true);	/* a newer state will be sent instead */
 			else
 			{
 				change->attempts++;

@@ -57,6 +57,7 @@ typedef struct SinkRoute
 	double		ru_per_op;		/* running average charge, for the RU budget */
 	TimestampTz last_sent_at;	/* last write request, to bound how long changes are held back */
 	MemoryContext memory;		/* the route's changes and slots (a generation context) */
+	int64		live_chunks;	/* changes and slots allocated in memory, not yet freed */
 } SinkRoute;
 
 /* One change of one document, as decoded */

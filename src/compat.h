@@ -1,26 +1,43 @@
 /*
  * compat.h
- *		Differences between PostgreSQL major versions (13-17), kept in one place
- *		so the rest of the code reads as if there were only one version.
+ *		Differences between the PostgreSQL majors cosmos_sink supports (15, 17
+ *		and 18; 16 should build but is untested), kept in one place so the
+ *		rest of the code reads as if there were only one version. No other
+ *		source file tests PG_VERSION_NUM.
  */
 #ifndef COSMOS_SINK_COMPAT_H
 #define COSMOS_SINK_COMPAT_H
 
 #include "postgres.h"
 
+/* 13 and 14 are not supported (nothing tests them) */
+#if PG_VERSION_NUM < 150000
+#error "cosmos_sink needs PostgreSQL 15 or later"
+#endif
+
 #include "catalog/pg_class.h"
+#include "common/base64.h"
+#include "common/jsonapi.h"
 #include "replication/reorderbuffer.h"
+#include "replication/slot.h"
 #include "lib/stringinfo.h"
+#include "storage/latch.h"
 #include "utils/acl.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
 
-/* Commit timestamp of a decoded transaction */
-#if PG_VERSION_NUM >= 150000
-#define CompatTxnCommitTime(txn) ((txn)->xact_time.commit_time)
-#else
-#define CompatTxnCommitTime(txn) ((txn)->commit_time)
+/* VARDATA_ANY and friends moved from postgres.h to varatt.h in 16 */
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
 #endif
+
+/* A function that does not return: 18 writes pg_noreturn before the declaration */
+#ifndef pg_noreturn
+#define pg_noreturn pg_attribute_noreturn()
+#endif
+
+/* Commit timestamp of a decoded transaction */
+#define CompatTxnCommitTime(txn) ((txn)->xact_time.commit_time)
 
 /* Tuples of a decoded change: ReorderBufferTupleBuf before 17, HeapTuple after */
 #if PG_VERSION_NUM >= 170000
@@ -41,25 +58,12 @@
 #define CompatRelationOwnerCheck(relid, roleid) pg_class_ownercheck((relid), (roleid))
 #endif
 
-/* Reserve the GUC prefix so typos in cosmos_sink.* settings are reported */
-#if PG_VERSION_NUM < 150000
-#define MarkGUCPrefixReserved(prefix) EmitWarningsOnPlaceholders(prefix)
-#endif
-
-/* Flush position of WAL */
-#if PG_VERSION_NUM >= 150000
+/* Flush position of WAL (the timeline argument came in 15) */
 #define CompatGetFlushRecPtr() GetFlushRecPtr(NULL)
-#else
-#define CompatGetFlushRecPtr() GetFlushRecPtr()
-#endif
 
 /* Progress report from an output plugin's commit callback */
-#if PG_VERSION_NUM >= 150000
 #define CompatOutputPluginUpdateProgress(ctx, skipped) \
 	OutputPluginUpdateProgress((ctx), (skipped))
-#else
-#define CompatOutputPluginUpdateProgress(ctx, skipped) OutputPluginUpdateProgress(ctx)
-#endif
 
 /* Whether a replication slot was invalidated (its WAL is gone) */
 #if PG_VERSION_NUM >= 160000
@@ -74,20 +78,16 @@
  * A generation context: chunks of their exact size, whole blocks freed when
  * all their chunks are (for data freed in roughly the order it came)
  */
-#if PG_VERSION_NUM >= 150000
 #define CompatGenerationContextCreate(parent, name, init_block, max_block) \
 	GenerationContextCreate((parent), (name), 0, (init_block), (max_block))
-#else
-#define CompatGenerationContextCreate(parent, name, init_block, max_block) \
-	GenerationContextCreate((parent), (name), (max_block))
-#endif
 
 /*
  * Append s[0..len) as a JSON string, escaped as escape_json() does.
- * PostgreSQL 17 has escape_json_with_len(); before it, escape_json() wants a
+ * PostgreSQL 18 has escape_json_with_len(); before it, escape_json() wants a
  * C string and appends byte by byte, so this copies runs of plain bytes at once.
  */
-#if PG_VERSION_NUM >= 170000
+#define COMPAT_HAS_ESCAPE_JSON_WITH_LEN (PG_VERSION_NUM >= 180000)
+#if COMPAT_HAS_ESCAPE_JSON_WITH_LEN
 #define CompatEscapeJsonLen(out, s, len) escape_json_with_len((out), (s), (len))
 #else
 #define JSON_BYTES_ONES		UINT64CONST(0x0101010101010101)
@@ -166,6 +166,122 @@ CompatEscapeJsonLen(StringInfo out, const char *s, int len)
 	appendBinaryStringInfo(out, run, end - run);
 	appendStringInfoCharMacro(out, '"');
 }
+#endif
+
+
+/* JSON semantic actions return a status from 16 on (nothing before) */
+#if PG_VERSION_NUM >= 160000
+typedef JsonParseErrorType CompatJsonSemResult;
+#define COMPAT_JSON_SEM_RESULT(failed) ((failed) ? JSON_SEM_ACTION_FAILED : JSON_SUCCESS)
+#else
+typedef void CompatJsonSemResult;
+#define COMPAT_JSON_SEM_RESULT(failed)
+#endif
+
+/*
+ * Arguments of makeJsonLexContextCstringLen() for a new lexer over s[0..len):
+ * 17 takes a lexer to fill first (NULL: allocate one) and a const text
+ */
+#if PG_VERSION_NUM >= 170000
+#define COMPAT_JSON_LEXER_ARGS(s, len, encoding, need_escapes) \
+	NULL, (s), (len), (encoding), (need_escapes)
+#else
+#define COMPAT_JSON_LEXER_ARGS(s, len, encoding, need_escapes) \
+	(char *) (s), (int) (len), (encoding), (need_escapes)
+#endif
+
+/* Whether libpgcommon's frontend build has json_errdetail() (from 17 on) */
+#define COMPAT_FRONTEND_JSON_ERRDETAIL (PG_VERSION_NUM >= 170000)
+
+/* A lexer over s[0..len) that de-escapes strings (17 takes a lexer to fill, or NULL) */
+static inline JsonLexContext *
+CompatMakeJsonLexer(const char *s, size_t len, int encoding)
+{
+	return makeJsonLexContextCstringLen(COMPAT_JSON_LEXER_ARGS(s, len, encoding, true));
+}
+
+/* Free a lexer from CompatMakeJsonLexer (17 has freeJsonLexContext) */
+static inline void
+CompatFreeJsonLexer(JsonLexContext *lex)
+{
+#if PG_VERSION_NUM >= 170000
+	freeJsonLexContext(lex);
+#else
+	if (lex->strval != NULL)
+	{
+		pfree(lex->strval->data);
+		pfree(lex->strval);
+	}
+	pfree(lex);
+#endif
+}
+
+/*
+ * Length of the UTF-8 character at s from its first byte, as pg_utf_mblen()
+ * says; that symbol is pg_utf_mblen_private in the servers of 17 and 18
+ */
+static inline int
+CompatUtf8CharLen(const unsigned char *s)
+{
+	if ((*s & 0x80) == 0)
+		return 1;
+	if ((*s & 0xe0) == 0xc0)
+		return 2;
+	if ((*s & 0xf0) == 0xe0)
+		return 3;
+	if ((*s & 0xf8) == 0xf0)
+		return 4;
+	return 1;
+}
+
+/* Base64 of bytes into dst (18 types the bytes as uint8) */
+static inline int
+CompatB64Encode(const unsigned char *src, int len, char *dst, int dstlen)
+{
+#if PG_VERSION_NUM >= 180000
+	return pg_b64_encode(src, len, dst, dstlen);
+#else
+	return pg_b64_encode((const char *) src, len, dst, dstlen);
+#endif
+}
+
+/* Bytes of base64 text into dst, -1 if it is not base64 (18: uint8 output) */
+static inline int
+CompatB64Decode(const char *src, int len, char *dst, int dstlen)
+{
+#if PG_VERSION_NUM >= 180000
+	return pg_b64_decode(src, len, (uint8 *) dst, dstlen);
+#else
+	return pg_b64_decode(src, len, dst, dstlen);
+#endif
+}
+
+/* A wait event set that lives as long as the process (17 asks for a resource owner: none) */
+#if PG_VERSION_NUM >= 170000
+#define CompatCreateWaitEventSet(nevents) CreateWaitEventSet(NULL, (nevents))
+#else
+#define CompatCreateWaitEventSet(nevents) CreateWaitEventSet(TopMemoryContext, (nevents))
+#endif
+
+/* Acquire a slot by name; 18 can refuse an invalidated slot at once (we ask it to) */
+#if PG_VERSION_NUM >= 180000
+#define CompatReplicationSlotAcquire(name, nowait) ReplicationSlotAcquire((name), (nowait), true)
+#else
+#define CompatReplicationSlotAcquire(name, nowait) ReplicationSlotAcquire((name), (nowait))
+#endif
+
+/*
+ * SQL that creates a logical slot ($1 name, $2 plugin, $3 failover): 17 can
+ * mark it for failover (synchronised to standbys); before 17 $3 is ignored
+ */
+#if PG_VERSION_NUM >= 170000
+#define COMPAT_CREATE_SLOT_SQL \
+	"SELECT pg_catalog.pg_create_logical_replication_slot($1::name, $2::name, false, false, $3::bool)"
+#define COMPAT_SLOT_FAILOVER_SUPPORTED true
+#else
+#define COMPAT_CREATE_SLOT_SQL \
+	"SELECT pg_catalog.pg_create_logical_replication_slot($1::name, $2::name)"
+#define COMPAT_SLOT_FAILOVER_SUPPORTED false
 #endif
 
 #endif							/* COSMOS_SINK_COMPAT_H */

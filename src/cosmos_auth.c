@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "compat.h"
 #include "cosmos.h"
 
 #define COSMOS_MAX_FILE_BYTES	(64 * 1024)
@@ -119,7 +120,7 @@ DecodeKey(const char *b64, size_t len, const char *what, CosmosCredentials *cred
 						   what, len, COSMOS_MAX_KEY_B64);
 		return false;
 	}
-	n = pg_b64_decode(b64, (int) len, buf, sizeof(buf));
+	n = CompatB64Decode(b64, (int) len, buf, sizeof(buf));
 	if (n <= 0 || n > COSMOS_MAX_KEY_BYTES)
 	{
 		explicit_bzero(buf, sizeof(buf));
@@ -572,7 +573,7 @@ CosmosSignRequest(const CosmosCredentials *creds, const char *verb,
 		return false;
 	}
 	pfree(payload.data);
-	sig_len = pg_b64_encode((const char *) mac, (int) mac_len, sig, sizeof(sig) - 1);
+	sig_len = CompatB64Encode(mac, (int) mac_len, sig, sizeof(sig) - 1);
 	explicit_bzero(mac, sizeof(mac));
 	if (sig_len < 0)
 		return false;

@@ -13,6 +13,7 @@
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
+#include "compat.h"
 #include "cosmos.h"
 
 /* Component type bytes, shared by the hashed and the binary forms */
@@ -27,14 +28,9 @@
 #define V1_MAX_STRING_CHARS	100 /* v1 hashes strings cut to 100 UTF-16 units */
 #define V1_MAX_STRING_BYTES	100 /* and encodes at most 101 of their bytes */
 
-/* JSON callbacks return a status from PostgreSQL 16 on */
-#if PG_VERSION_NUM >= 160000
-#define PK_CALLBACK JsonParseErrorType
-#define PK_RETURN(st) return (st)->error ? JSON_SEM_ACTION_FAILED : JSON_SUCCESS
-#else
-#define PK_CALLBACK void
-#define PK_RETURN(st) return
-#endif
+/* A JSON callback's result: failed once the parse state holds an error */
+#define PK_CALLBACK CompatJsonSemResult
+#define PK_RETURN(st) return COMPAT_JSON_SEM_RESULT((st)->error != NULL)
 
 PG_FUNCTION_INFO_V1(cosmos_test_epk);
 PG_FUNCTION_INFO_V1(cosmos_test_murmur);
@@ -354,22 +350,6 @@ PkScalar(void *state, char *token, JsonTokenType tokentype)
 	PK_RETURN(st);
 }
 
-/* Free the lexer (scalar tokens handed to the callbacks are copies) */
-static void
-FreePkLexer(JsonLexContext *lex)
-{
-#if PG_VERSION_NUM >= 170000
-	freeJsonLexContext(lex);
-#else
-	if (lex->strval != NULL)
-	{
-		pfree(lex->strval->data);
-		pfree(lex->strval);
-	}
-	pfree(lex);
-#endif
-}
-
 /* Parse a partition key JSON array into its components */
 static bool
 ParsePartitionKey(const char *pk_json, int pk_len, PkParse *st, char **errmsg)
@@ -388,19 +368,14 @@ ParsePartitionKey(const char *pk_json, int pk_len, PkParse *st, char **errmsg)
 	sem.object_field_start = PkObjectField;
 	sem.scalar = PkScalar;
 
-#if PG_VERSION_NUM >= 170000
-	lex = makeJsonLexContextCstringLen(NULL, pk_json, pk_len, GetDatabaseEncoding(), true);
-#else
-	lex = makeJsonLexContextCstringLen(unconstify(char *, pk_json), pk_len,
-									   GetDatabaseEncoding(), true);
-#endif
+	lex = CompatMakeJsonLexer(pk_json, pk_len, GetDatabaseEncoding());
 	result = pg_parse_json(lex, &sem);
 	if (st->error == NULL && result != JSON_SUCCESS)
 		*errmsg = psprintf("partition key value is not valid JSON: %s",
 						   json_errdetail(result, lex));
 	else if (st->error != NULL)
 		*errmsg = pstrdup(st->error);
-	FreePkLexer(lex);
+	CompatFreeJsonLexer(lex);
 	return st->error == NULL && result == JSON_SUCCESS;
 }
 
@@ -495,7 +470,7 @@ V1Truncate(PkComponent *c)
 
 	while (pos < c->len)
 	{
-		int			clen = pg_utf_mblen((const unsigned char *) c->str + pos);
+		int			clen = CompatUtf8CharLen((const unsigned char *) c->str + pos);
 		int			cunits = clen == 4 ? 2 : 1;
 
 		if (units + cunits > V1_MAX_STRING_CHARS)

@@ -23,14 +23,9 @@
 /* Deeper JSON is refused before parsing (documents nest at most 128 levels) */
 #define JSON_MAX_NESTING 256
 
-/* Semantic actions return a JsonParseErrorType from PostgreSQL 16 on */
-#if PG_VERSION_NUM >= 160000
-#define SEM_ACTION JsonParseErrorType
-#define SEM_OK JSON_SUCCESS
-#else
-#define SEM_ACTION void
-#define SEM_OK
-#endif
+/* What a semantic action returns when it lets parsing go on */
+#define SEM_ACTION CompatJsonSemResult
+#define SEM_OK COMPAT_JSON_SEM_RESULT(false)
 
 #define ERROR_MESSAGE_MAX	300		/* CosmosErrorMessage of a JSON body */
 #define ERROR_RAW_MAX		200		/* CosmosErrorMessage of anything else */
@@ -60,30 +55,6 @@ HasConvertingEscape(const char *s, size_t len)
 		p += Min(2, end - p);	/* skip the escaped character */
 	}
 	return false;
-}
-
-/* Create a lexer that de-escapes strings (the API changed in PostgreSQL 17) */
-static JsonLexContext *
-MakeLexer(const char *body, size_t len)
-{
-#if PG_VERSION_NUM >= 170000
-	return makeJsonLexContextCstringLen(NULL, (char *) body, len, PG_UTF8, true);
-#else
-	return makeJsonLexContextCstringLen((char *) body, (int) len, PG_UTF8, true);
-#endif
-}
-
-/* Free a lexer from MakeLexer */
-static void
-FreeLexer(JsonLexContext *lex)
-{
-#if PG_VERSION_NUM >= 170000
-	freeJsonLexContext(lex);
-#else
-	pfree(lex->strval->data);
-	pfree(lex->strval);
-	pfree(lex);
-#endif
 }
 
 /*
@@ -153,7 +124,7 @@ ParseJson(const char *what, const char *body, size_t len, JsonSemAction *sem,
 		return false;
 	}
 
-	lex = MakeLexer(body, len);
+	lex = CompatMakeJsonLexer(body, len, PG_UTF8);
 	rc = pg_parse_json(lex, sem);
 	if (rc != JSON_SUCCESS)
 	{
@@ -163,7 +134,7 @@ ParseJson(const char *what, const char *body, size_t len, JsonSemAction *sem,
 
 		*errmsg = psprintf("%s is not valid JSON: %.*s", what, dlen, detail);
 	}
-	FreeLexer(lex);
+	CompatFreeJsonLexer(lex);
 	return rc == JSON_SUCCESS;
 }
 
@@ -332,7 +303,7 @@ AppendAsciiJsonString(PkHeaderParse *st, const char *s)
 			continue;
 		}
 		c = utf8_to_unicode(p);
-		p += pg_utf_mblen(p);
+		p += CompatUtf8CharLen(p);
 		if (c > 0xFFFF)
 		{
 			c -= 0x10000;
@@ -1410,7 +1381,7 @@ AppendOneLine(StringInfo out, const char *s, size_t len, int maxlen, bool utf8)
 			const unsigned char *p = (const unsigned char *) s + i;
 			bool		valid;
 
-			clen = pg_utf_mblen(p);
+			clen = CompatUtf8CharLen(p);
 			valid = clen <= len - i && pg_utf8_islegal(p, clen);
 			if (!valid)
 				clen = 1;

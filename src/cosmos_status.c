@@ -10,6 +10,7 @@
 #include "fmgr.h"
 #include "utils/builtins.h"
 
+#include "compat.h"
 #include "cosmos.h"
 
 #define ANY		(-1)

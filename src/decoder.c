@@ -116,10 +116,11 @@ CreateSlot(void)
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_execute_with_args("SELECT pg_catalog.pg_create_logical_replication_slot($1::name, $2::name)",
-						  2, (Oid[]) {TEXTOID, TEXTOID},
+	/* not a failover slot (yet): $3 */
+	SPI_execute_with_args(COMPAT_CREATE_SLOT_SQL,
+						  3, (Oid[]) {TEXTOID, TEXTOID, BOOLOID},
 						  (Datum[]) {CStringGetTextDatum(CosmosSinkSlotName),
-						  CStringGetTextDatum(COSMOS_SINK_PLUGIN)},
+						  CStringGetTextDatum(COSMOS_SINK_PLUGIN), BoolGetDatum(false)},
 						  NULL, false, 0);
 	PopActiveSnapshot();
 	SPI_finish();
@@ -190,7 +191,7 @@ DecoderStart(DecoderPumpHook pump, char **problem)
 		DecodeMemory = AllocSetContextCreate(TopMemoryContext, "cosmos_sink decoding",
 											 ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(DecodeMemory);
-	ReplicationSlotAcquire(CosmosSinkSlotName, true);
+	CompatReplicationSlotAcquire(CosmosSinkSlotName, true);
 	Ctx = CreateDecodingContext(InvalidXLogRecPtr,
 								list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)),
 								false,

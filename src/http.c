@@ -16,6 +16,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "cosmos_sink.h"
 #include "http.h"
 
@@ -357,7 +358,7 @@ RebuildEventSet(void)
 
 	if (EventSet != NULL)
 		FreeWaitEventSet(EventSet);
-	EventSet = CreateWaitEventSet(TopMemoryContext, NumSockets + 2);
+	EventSet = CompatCreateWaitEventSet(NumSockets + 2);
 	AddWaitEventToSet(EventSet, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(EventSet, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	for (i = 0; i < NumSockets; i++)

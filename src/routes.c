@@ -157,10 +157,11 @@ EnsureSlot(void)
 				 errhint("Call add_route() in its own transaction the first time.")));
 
 	SPI_connect();
-	SPI_execute_with_args("SELECT pg_catalog.pg_create_logical_replication_slot($1::name, $2::name)",
-						  2, (Oid[]) {TEXTOID, TEXTOID},
+	/* not a failover slot (yet): $3 */
+	SPI_execute_with_args(COMPAT_CREATE_SLOT_SQL,
+						  3, (Oid[]) {TEXTOID, TEXTOID, BOOLOID},
 						  (Datum[]) {CStringGetTextDatum(CosmosSinkSlotName),
-						  CStringGetTextDatum(COSMOS_SINK_PLUGIN)},
+						  CStringGetTextDatum(COSMOS_SINK_PLUGIN), BoolGetDatum(false)},
 						  NULL, false, 0);
 	SPI_finish();
 	ereport(NOTICE,

@@ -34,6 +34,7 @@ import { renderPlot } from './plot.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repoRoot = path.resolve(here, '..', '..');
+const PG_MAJOR = process.env.PG_MAJOR || '15';
 
 // ---------------------------------------------------------------------------
 // Options and sizes
@@ -891,12 +892,12 @@ async function machineFacts() {
   const mem = Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1] ?? 0) * 1024;
   const pgVersion = sh(path.join(PG_BIN, 'postgres'), ['--version']);
   const pkg = (p) => sh('dpkg-query', ['-W', '-f=${Version}', p]);
-  const gitHead = sh('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']);
+  const gitHead = process.env.BENCH_GIT_HEAD || sh('git', ['-C', repoRoot, 'rev-parse', '--short', 'HEAD']);
   const srcDirty = sh('git', ['-C', repoRoot, 'status', '--porcelain', '--', 'src', 'sql', 'Makefile']);
   return {
     date: new Date().toISOString().replace('T', ' ').slice(0, 16) + ' UTC',
     nproc: os.cpus().length, model, mem, kernel: os.release(), pgVersion,
-    postgresPkg: pkg('postgresql-15'), wal2json: pkg('postgresql-15-wal2json'), libcurl: pkg('libcurl4') ?? pkg('libcurl4t64'),
+    postgresPkg: pkg(`postgresql-${PG_MAJOR}`), wal2json: pkg(`postgresql-${PG_MAJOR}-wal2json`), libcurl: pkg('libcurl4') ?? pkg('libcurl4t64'),
     node: process.version, sdk: JSON.parse(readFileSync(path.join(here, '..', 'node_modules', '@azure', 'cosmos', 'package.json'), 'utf8')).version,
     gitHead, srcDirty: Boolean(srcDirty), loadavg: readFileSync('/proc/loadavg', 'utf8').split(' ').slice(0, 3).join(' '),
   };

@@ -44,25 +44,28 @@ typedef struct CountState
 	int			elements;
 } CountState;
 
-static void
+static CompatJsonSemResult
 CountStart(void *state)
 {
 	((CountState *) state)->depth++;
+	return COMPAT_JSON_SEM_RESULT(false);
 }
 
-static void
+static CompatJsonSemResult
 CountEnd(void *state)
 {
 	((CountState *) state)->depth--;
+	return COMPAT_JSON_SEM_RESULT(false);
 }
 
-static void
+static CompatJsonSemResult
 CountElement(void *state, bool isnull)
 {
 	CountState *st = state;
 
 	if (st->depth == 1)
 		st->elements++;
+	return COMPAT_JSON_SEM_RESULT(false);
 }
 
 static int

@@ -152,6 +152,9 @@ palloc0(Size size)
 void
 pfree(void *pointer)
 {
+	/* the frontend JSON parser linked here frees NULL field names (see shim.h) */
+	if (pointer == NULL && SHIM_PFREE_NULL_OK)
+		return;
 	ChunkFree(ChunkOf(pointer, "pfree"));
 }
 
@@ -358,7 +361,12 @@ pg_encoding_mbcliplen(int encoding, const char *mbstr, int len, int limit)
 	return clen;
 }
 
-/* The frontend JSON lexer's \u conversion: see the header comment */
+/*
+ * The frontend JSON lexer's \u conversion: see the header comment. Where the
+ * lexer inlines unicode_to_utf8() (17 on), the lexer's input is scanned instead
+ * for a \u escape above U+007F (HighEscapeCheck).
+ */
+#if SHIM_WRAP_UNICODE_TO_UTF8
 extern unsigned char *__real_unicode_to_utf8(pg_wchar c, unsigned char *utf8string);
 extern unsigned char *__wrap_unicode_to_utf8(pg_wchar c, unsigned char *utf8string);
 
@@ -372,11 +380,35 @@ __wrap_unicode_to_utf8(pg_wchar c, unsigned char *utf8string)
 	return __real_unicode_to_utf8(c, utf8string);
 }
 
+static void
+HighEscapeCheck(const char *json, int len, bool need_escapes)
+{
+}
+#else
+/* A \u escape above U+007F in a text the lexer will de-escape, outside a UTF8 database */
+static void
+HighEscapeCheck(const char *json, int len, bool need_escapes)
+{
+	const char *p = json;
+	const char *end = json + len;
+
+	if (!need_escapes || database_encoding == PG_UTF8)
+		return;
+	while (p < end && (p = memchr(p, '\\', end - p)) != NULL)
+	{
+		if (end - p >= 6 && p[1] == 'u' &&
+			!(p[2] == '0' && p[3] == '0' && p[4] >= '0' && p[4] <= '7'))
+			shim_fail("the JSON lexer would de-escape \\u%.4s in a database of encoding %d: the "
+					  "backend lexer calls pg_unicode_to_server() here, which throws when the "
+					  "encoding has no such character", p + 2, database_encoding);
+		p += Min(2, end - p);
+	}
+}
+#endif
+
 /* The backend parser's check_stack_depth(): see the header comment */
-extern JsonLexContext *__real_makeJsonLexContextCstringLen(char *json, int len, int encoding,
-														   bool need_escapes);
-extern JsonLexContext *__wrap_makeJsonLexContextCstringLen(char *json, int len, int encoding,
-														   bool need_escapes);
+extern JsonLexContext *__real_makeJsonLexContextCstringLen(SHIM_LEXER_PARAMS);
+extern JsonLexContext *__wrap_makeJsonLexContextCstringLen(SHIM_LEXER_PARAMS);
 
 typedef struct DepthState
 {
@@ -384,24 +416,26 @@ typedef struct DepthState
 	int			max;
 } DepthState;
 
-static void
+static CompatJsonSemResult
 DepthIn(void *state)
 {
 	DepthState *st = state;
 
 	if (++st->depth > st->max)
 		st->max = st->depth;
+	return COMPAT_JSON_SEM_RESULT(false);
 }
 
-static void
+static CompatJsonSemResult
 DepthOut(void *state)
 {
 	((DepthState *) state)->depth--;
+	return COMPAT_JSON_SEM_RESULT(false);
 }
 
 /* How deep the recursive parser goes into a JSON text (before any syntax error) */
 static int
-ParserDepth(char *json, int len, int encoding)
+ParserDepth(const char *json, int len, int encoding)
 {
 	DepthState	st = {0};
 	JsonSemAction sem = {
@@ -418,74 +452,96 @@ ParserDepth(char *json, int len, int encoding)
 		opens += json[i] == '[' || json[i] == '{';
 	if (opens < SHIM_MAX_JSON_DEPTH)
 		return opens;
-	pg_parse_json(__real_makeJsonLexContextCstringLen(json, len, encoding, true), &sem);
+	pg_parse_json(__real_makeJsonLexContextCstringLen(COMPAT_JSON_LEXER_ARGS(json, len, encoding, true)),
+				  &sem);
 	return st.max;
 }
 
 JsonLexContext *
-__wrap_makeJsonLexContextCstringLen(char *json, int len, int encoding, bool need_escapes)
+__wrap_makeJsonLexContextCstringLen(SHIM_LEXER_PARAMS)
 {
 	int			depth = ParserDepth(json, len, encoding);
 
 	if (depth >= SHIM_MAX_JSON_DEPTH)
 		shim_fail("ereport(ERROR) from check_stack_depth: stack depth limit exceeded (the "
-				  "backend JSON parser would recurse %d levels into a %d-byte text)", depth, len);
-	return __real_makeJsonLexContextCstringLen(json, len, encoding, need_escapes);
+				  "backend JSON parser would recurse %d levels into a %d-byte text)", depth, (int) len);
+	HighEscapeCheck(json, (int) len, need_escapes);
+	return __real_makeJsonLexContextCstringLen(SHIM_LEXER_PASS);
 }
 
 JsonLexContext *
 shim_make_lexer(char *json, int len, int encoding, bool need_escapes)
 {
-	return __real_makeJsonLexContextCstringLen(json, len, encoding, need_escapes);
+	return __real_makeJsonLexContextCstringLen(COMPAT_JSON_LEXER_ARGS(json, len, encoding,
+																	  need_escapes));
 }
 
 /* ---------------------------------------------------------------------------
  * escape_json (utils/adt/json.c, PostgreSQL 15)
  * ------------------------------------------------------------------------- */
 
+/* One byte of a JSON string, escaped as escape_json() does */
+static void
+EscapeJsonChar(StringInfo buf, char c)
+{
+	switch (c)
+	{
+		case '\b':
+			appendStringInfoString(buf, "\\b");
+			break;
+		case '\f':
+			appendStringInfoString(buf, "\\f");
+			break;
+		case '\n':
+			appendStringInfoString(buf, "\\n");
+			break;
+		case '\r':
+			appendStringInfoString(buf, "\\r");
+			break;
+		case '\t':
+			appendStringInfoString(buf, "\\t");
+			break;
+		case '"':
+			appendStringInfoString(buf, "\\\"");
+			break;
+		case '\\':
+			appendStringInfoString(buf, "\\\\");
+			break;
+		default:
+			if ((unsigned char) c < ' ')
+				appendStringInfo(buf, "\\u%04x", (int) c);
+			else
+				appendStringInfoCharMacro(buf, c);
+			break;
+	}
+}
+
 void
 escape_json(StringInfo buf, const char *str)
 {
 	appendStringInfoCharMacro(buf, '"');
 	for (const char *p = str; *p; p++)
-	{
-		switch (*p)
-		{
-			case '\b':
-				appendStringInfoString(buf, "\\b");
-				break;
-			case '\f':
-				appendStringInfoString(buf, "\\f");
-				break;
-			case '\n':
-				appendStringInfoString(buf, "\\n");
-				break;
-			case '\r':
-				appendStringInfoString(buf, "\\r");
-				break;
-			case '\t':
-				appendStringInfoString(buf, "\\t");
-				break;
-			case '"':
-				appendStringInfoString(buf, "\\\"");
-				break;
-			case '\\':
-				appendStringInfoString(buf, "\\\\");
-				break;
-			default:
-				if ((unsigned char) *p < ' ')
-					appendStringInfo(buf, "\\u%04x", (int) *p);
-				else
-					appendStringInfoCharMacro(buf, *p);
-				break;
-		}
-	}
+		EscapeJsonChar(buf, *p);
 	appendStringInfoCharMacro(buf, '"');
 }
 
+#if COMPAT_HAS_ESCAPE_JSON_WITH_LEN
+/* escape_json_with_len (utils/adt/json.c, 18): every byte of str[0..len), NULs as \u0000 */
+void
+escape_json_with_len(StringInfo buf, const char *str, int len)
+{
+	appendStringInfoCharMacro(buf, '"');
+	for (int i = 0; i < len; i++)
+		EscapeJsonChar(buf, str[i]);
+	appendStringInfoCharMacro(buf, '"');
+}
+#endif
+
 /* ---------------------------------------------------------------------------
- * json_errdetail (common/jsonapi.c, backend build of PostgreSQL 15)
+ * json_errdetail (common/jsonapi.c, backend build of PostgreSQL 15; from 17 on
+ * libpgcommon's frontend build has it, with the same messages)
  * ------------------------------------------------------------------------- */
+#if !COMPAT_FRONTEND_JSON_ERRDETAIL
 
 static char *
 extract_token(JsonLexContext *lex)
@@ -546,6 +602,7 @@ json_errdetail(JsonParseErrorType error, JsonLexContext *lex)
 	shim_fail("ereport(ERROR) from json_errdetail: unexpected json parse error type: %d",
 			  (int) error);
 }
+#endif
 
 /* ---------------------------------------------------------------------------
  * Used only by the SQL-callable test wrappers, never by the fuzz targets
