@@ -5,8 +5,8 @@
 // of the stuck route is decoded between every 500 of them.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { createContainer } from '../lib/emulator.mjs';
+import { sampleMemory } from '../lib/memory.mjs';
 import { startSink } from '../lib/sink.mjs';
 import { waitFor } from '../lib/util.mjs';
 
@@ -19,7 +19,7 @@ before(async () => {
 });
 after(async () => { await sink?.stop(); });
 
-test('a stuck route does not hold the memory of a busy one', async () => {
+test('a stuck route does not hold the memory of a busy one', async (ctx) => {
   for (const t of ['busy_orders', 'stuck_orders']) {
     await sink.pg.query(`CREATE TABLE ${t} (order_id bigint PRIMARY KEY, customer_id text NOT NULL, payload text)`);
   }
@@ -28,8 +28,7 @@ test('a stuck route does not hold the memory of a busy one', async () => {
   await sink.pg.query(`SELECT cosmos_sink.add_route('stuck_orders', 'shop', 'stuck', 'customer_id')`);
   await sink.waitCaughtUp();
   const { worker_pid: pid } = await sink.status();
-  const hwm = () => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))[1]) / 1024;
-  const hwmBefore = hwm();
+  const sampler = sampleMemory(pid);
 
   const txns = [];
   for (let i = 0; i < TXNS; i++) {
@@ -54,8 +53,19 @@ test('a stuck route does not hold the memory of a busy one', async () => {
     { timeoutMs: 120000, intervalMs: 500, what: 'the stuck route reported' }).catch((e) => {
     throw new Error(`${e.message}: state ${st?.state}, last_error ${st?.last_error}`);
   });
-  const grown = hwm() - hwmBefore;
-  assert.ok(grown < 20, `peak RSS grew by ${grown.toFixed(1)} MB with ${TXNS} stuck changes among 40 MB of acknowledged ones`);
+  // What must hold: the acknowledged documents are not kept alive, so the
+  // worker's private memory grows by far less than the 40 MB that flowed
+  // (one stuck change among every 500 pinned them all: 55 MB of growth).
+  // Bounded, it grows by the 4 MB buffer plus costs that do not depend on
+  // the data (TLS, curl, catalog caches, what malloc keeps after a free):
+  // 14-26 MB measured on 15, 17 and 18 (newer libcurl, OpenSSL and glibc
+  // keep more). Private memory, not RSS: RSS also counts shared memory and
+  // library pages the process touches, which say nothing about our buffers.
+  const m = sampler.stop();
+  const busyMb = (TXNS * BUSY_PER_TXN * 2 * 1000) / 1048576;
+  ctx.diagnostic(`worker private memory grew by ${m.grown.anon.toFixed(1)} MB (peak RSS +${(m.peak.hwm - m.before.hwm).toFixed(1)} MB); ${busyMb.toFixed(1)} MB of documents flowed`);
+  assert.ok(m.grown.anon < busyMb * 0.8,
+    `private memory grew by ${m.grown.anon.toFixed(1)} MB with ${TXNS} stuck changes among ${busyMb.toFixed(1)} MB of acknowledged ones`);
 
   // once the container exists, the stuck changes go too and everything is confirmed
   await createContainer(sink.emu.endpoint, sink.emu.caFile, 'shop', 'stuck', ['/customer_id']);
