@@ -21,6 +21,7 @@
 #include "cosmos_sink.h"
 #include "deadletter.h"
 #include "record.h"
+#include "subxact.h"
 
 typedef struct DeadLetter
 {
@@ -139,31 +140,34 @@ InsertRow(DeadLetter *dl, bool with_document, const char *error)
 		elog(ERROR, "could not insert into cosmos_sink.dead_letters");
 }
 
+/* One attempt at inserting a dead letter's row */
+typedef struct InsertAttempt
+{
+	DeadLetter *dl;
+	bool		with_document;
+	const char *error;
+} InsertAttempt;
+
+/* Subtransaction step: the insert of one attempt */
+static void
+InsertAttemptStep(void *arg)
+{
+	InsertAttempt *a = arg;
+
+	InsertRow(a->dl, a->with_document, a->error);
+}
+
 /* Try one insert in a subtransaction; false (error discarded) if it failed */
 static bool
 TryInsertRow(DeadLetter *dl, bool with_document, const char *error)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool ok = true;
+	InsertAttempt a = {dl, with_document, error};
+	ErrorData  *edata = RunInSubtransaction(InsertAttemptStep, &a);
 
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		InsertRow(dl, with_document, error);
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		MemoryContextSwitchTo(cxt);
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		ok = false;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	return ok;
+	if (edata == NULL)
+		return true;
+	FreeErrorData(edata);
+	return false;
 }
 
 /*

@@ -38,6 +38,7 @@
 
 #include "compat.h"
 #include "document.h"
+#include "subxact.h"
 
 static HTAB *TypeInfoHash = NULL;
 static MemoryContext TypeInfoContext = NULL;
@@ -334,6 +335,23 @@ ErrorIsAboutValue(int sqlerrcode)
 		ERRCODE_TO_CATEGORY(sqlerrcode) != ERRCODE_PROGRAM_LIMIT_EXCEEDED;
 }
 
+/* A cast to json to run: the value in, its JSON text out */
+typedef struct CastCall
+{
+	Datum		value;
+	JsonTypeInfo *type;
+	char	   *json;
+} CastCall;
+
+/* Subtransaction step: call the cast */
+static void
+CastStep(void *arg)
+{
+	CastCall   *c = arg;
+
+	c->json = TextDatumGetCString(FunctionCall1(&c->type->castfunc, c->value));
+}
+
 /*
  * A cast to json, in a subtransaction: an error about the value (even a
  * trusted function can refuse one) stops the document with the reason
@@ -342,42 +360,22 @@ ErrorIsAboutValue(int sqlerrcode)
 static void
 AppendJsonCast(StringInfo out, Datum value, JsonTypeInfo *type)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	char	   *volatile json = NULL;
+	CastCall	c = {value, type, NULL};
+	ErrorData  *edata = RunInSubtransaction(CastStep, &c);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(cxt);
-	PG_TRY();
+	if (edata != NULL)
 	{
-		json = TextDatumGetCString(FunctionCall1(&type->castfunc, value));
-		ReleaseCurrentSubTransaction();
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
 		if (!ErrorIsAboutValue(edata->sqlerrcode))
 			ReThrowError(edata);
 		DocumentStop(psprintf("the cast of type %s to json failed: %s",
 							  format_type_be(type->typid), edata->message));
 		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	if (json == NULL)
 		return;
-	if (strlen(json) > (Size) Max(DocumentMaxLen - out->len, 0))
+	}
+	if (strlen(c.json) > (Size) Max(DocumentMaxLen - out->len, 0))
 		DocumentStop("its cast to json returned more than the size limit leaves room for");
 	else
-		appendStringInfoString(out, json);
+		appendStringInfoString(out, c.json);
 }
 
 /* The text of an output function, escaped, unless it alone passes the limit */
@@ -466,9 +464,33 @@ DocumentAppendValue(StringInfo out, Datum value, bool isnull, JsonTypeInfo *type
 	CheckDocumentLength(out);
 }
 
+/* Arrays with more elements than this are visited one at a time */
+#define ARRAY_ITERATE_MIN_ITEMS 1024
+
+/* The elements of an array in order: split at once (values), or visited one at a time (it) */
+typedef struct ArrayElements
+{
+	ArrayIterator it;
+	Datum	   *values;
+	bool	   *nulls;
+	int			next;
+} ArrayElements;
+
+/* The next element; false past the last */
+static inline bool
+NextElement(ArrayElements *e, Datum *value, bool *isnull)
+{
+	if (e->it != NULL)
+		return array_iterate(e->it, value, isnull);
+	*value = e->values[e->next];
+	*isnull = e->nulls[e->next];
+	e->next++;
+	return true;
+}
+
 /* Append one dimension of an array, recursing into inner dimensions */
 static void
-AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, ArrayIterator it,
+AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, ArrayElements *e,
 			   JsonTypeInfo *elem)
 {
 	int			i;
@@ -483,38 +505,12 @@ AppendArrayDim(StringInfo out, int dim, int ndims, int *dims, ArrayIterator it,
 			Datum		value;
 			bool		isnull;
 
-			if (!array_iterate(it, &value, &isnull))
+			if (!NextElement(e, &value, &isnull))
 				break;
 			DocumentAppendValue(out, value, isnull, elem);
 		}
 		else
-			AppendArrayDim(out, dim + 1, ndims, dims, it, elem);
-	}
-	appendStringInfoChar(out, ']');
-}
-
-/* Arrays with more elements than this are visited one at a time */
-#define ARRAY_ITERATE_MIN_ITEMS 1024
-
-/* Append one dimension of an array already split into elements */
-static void
-AppendArrayDimValues(StringInfo out, int dim, int ndims, int *dims, Datum *values,
-					 bool *nulls, int *index, JsonTypeInfo *elem)
-{
-	int			i;
-
-	appendStringInfoChar(out, '[');
-	for (i = 0; i < dims[dim] && DocumentProblem == NULL; i++)
-	{
-		if (i > 0)
-			appendStringInfoChar(out, ',');
-		if (dim + 1 == ndims)
-		{
-			DocumentAppendValue(out, values[*index], nulls[*index], elem);
-			(*index)++;
-		}
-		else
-			AppendArrayDimValues(out, dim + 1, ndims, dims, values, nulls, index, elem);
+			AppendArrayDim(out, dim + 1, ndims, dims, e, elem);
 	}
 	appendStringInfoChar(out, ']');
 }
@@ -529,9 +525,10 @@ AppendArray(StringInfo out, Datum value, JsonTypeInfo *type)
 {
 	ArrayType  *array = DatumGetArrayTypeP(value);
 	JsonTypeInfo *elem = DocumentTypeInfo(type->elemtype);
+	ArrayElements e = {NULL, NULL, NULL, 0};
 	ArrayMetaState meta;
-	ArrayIterator it;
 	int			nitems;
+	int			count;
 
 	nitems = ARR_NDIM(array) <= 0 ? 0 : ArrayGetNItems(ARR_NDIM(array), ARR_DIMS(array));
 	if (nitems == 0)
@@ -540,27 +537,24 @@ AppendArray(StringInfo out, Datum value, JsonTypeInfo *type)
 		return;
 	}
 	if (nitems <= ARRAY_ITERATE_MIN_ITEMS)
-	{
-		Datum	   *values;
-		bool	   *nulls;
-		int			count;
-		int			index = 0;
-
 		deconstruct_array(array, type->elemtype, type->elmlen, type->elmbyval,
-						  type->elmalign, &values, &nulls, &count);
-		AppendArrayDimValues(out, 0, ARR_NDIM(array), ARR_DIMS(array), values, nulls,
-							 &index, elem);
-		pfree(values);
-		pfree(nulls);
-		return;
+						  type->elmalign, &e.values, &e.nulls, &count);
+	else
+	{
+		meta.element_type = type->elemtype;
+		meta.typlen = type->elmlen;
+		meta.typbyval = type->elmbyval;
+		meta.typalign = type->elmalign;
+		e.it = array_create_iterator(array, 0, &meta);
 	}
-	meta.element_type = type->elemtype;
-	meta.typlen = type->elmlen;
-	meta.typbyval = type->elmbyval;
-	meta.typalign = type->elmalign;
-	it = array_create_iterator(array, 0, &meta);
-	AppendArrayDim(out, 0, ARR_NDIM(array), ARR_DIMS(array), it, elem);
-	array_free_iterator(it);
+	AppendArrayDim(out, 0, ARR_NDIM(array), ARR_DIMS(array), &e, elem);
+	if (e.it != NULL)
+		array_free_iterator(e.it);
+	else
+	{
+		pfree(e.values);
+		pfree(e.nulls);
+	}
 }
 
 /* Append a composite value as a JSON object keyed by attribute name */

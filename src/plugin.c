@@ -257,6 +257,25 @@ IsUnchangedToast(Datum value, bool isnull, DocumentColumn *col)
 }
 
 /*
+ * If column idx of the new row is an unchanged TOAST pointer, give it the old
+ * row's value (when old_logs_it: the old row logs that column whole). False
+ * when the value is nowhere in WAL.
+ */
+static bool
+TakeFromOldRow(RowImage *newrow, RowImage *oldrow, int idx, DocumentColumn *col,
+			   bool old_logs_it)
+{
+	if (!IsUnchangedToast(newrow->values[idx], newrow->nulls[idx], col))
+		return true;
+	if (!oldrow->present || !old_logs_it ||
+		IsUnchangedToast(oldrow->values[idx], oldrow->nulls[idx], col))
+		return false;
+	newrow->values[idx] = oldrow->values[idx];
+	newrow->nulls[idx] = oldrow->nulls[idx];
+	return true;
+}
+
+/*
  * Give every unchanged TOASTed column of the new row its real value from the
  * old row (logged whole under REPLICA IDENTITY FULL). Returns a problem text
  * when a value is nowhere in WAL; never leaves a placeholder.
@@ -270,17 +289,9 @@ ResolveUnchangedToast(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
 	{
 		DocumentColumn *col = &route->shape->columns[i];
 
-		if (!IsUnchangedToast(newrow->values[i], newrow->nulls[i], col))
-			continue;
-		if (oldrow->present && route->old_is_full &&
-			!IsUnchangedToast(oldrow->values[i], oldrow->nulls[i], col))
-		{
-			newrow->values[i] = oldrow->values[i];
-			newrow->nulls[i] = oldrow->nulls[i];
-			continue;
-		}
-		return psprintf("UPDATE left TOASTed column \"%s\" unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
-						col->name, route->table_name);
+		if (!TakeFromOldRow(newrow, oldrow, i, col, route->old_is_full))
+			return psprintf("UPDATE left TOASTed column \"%s\" unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
+							col->name, route->table_name);
 	}
 	return NULL;
 }
@@ -318,17 +329,9 @@ ResolveUnchangedKeys(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
 		int			idx = attnums[i] - 1;
 		DocumentColumn *col = &route->shape->columns[idx];
 
-		if (!IsUnchangedToast(newrow->values[idx], newrow->nulls[idx], col))
-			continue;
-		if (oldrow->present && route->old_has_keys &&
-			!IsUnchangedToast(oldrow->values[idx], oldrow->nulls[idx], col))
-		{
-			newrow->values[idx] = oldrow->values[idx];
-			newrow->nulls[idx] = oldrow->nulls[idx];
-			continue;
-		}
-		return psprintf("UPDATE left TOASTed key column \"%s\" unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
-						col->name, route->table_name);
+		if (!TakeFromOldRow(newrow, oldrow, idx, col, route->old_has_keys))
+			return psprintf("UPDATE left TOASTed key column \"%s\" unchanged and WAL has no copy of it; run ALTER TABLE %s REPLICA IDENTITY FULL, then cosmos_sink.resync() the table",
+							col->name, route->table_name);
 	}
 	return NULL;
 }

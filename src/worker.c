@@ -35,6 +35,7 @@
 #include "decoder.h"
 #include "http.h"
 #include "status.h"
+#include "subxact.h"
 
 #define WORKER_RETRY_MS		5000	/* after a configuration problem */
 #define SLOT_SAVE_MS		1000	/* how often a moved confirmed LSN is saved (bounds replay after a crash) */
@@ -256,6 +257,26 @@ ResyncChunkFailed(ErrorData *edata)
 	ResyncFailed(edata->message);
 }
 
+/* Subtransaction step: touch the next chunk, bounded; *(bool *) arg says whether one ran */
+static void
+ResyncChunkStep(void *arg)
+{
+	bool		isnull = true;
+
+	(void) set_config_option("lock_timeout", RESYNC_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_LOCAL, true, 0, false);
+	enable_timeout_after(STATEMENT_TIMEOUT, RESYNC_CHUNK_TIMEOUT_MS);
+	if (SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
+					" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
+					false, 1) == SPI_OK_SELECT && SPI_processed > 0)
+		(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	/* the chunk finished: a timer that fired meanwhile must not cancel what follows */
+	if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
+		QueryCancelPending = false;
+	*(bool *) arg = !isnull;
+}
+
 /*
  * Touch the next chunk of the oldest running backfill, in a subtransaction
  * (the touch runs the owner's code, which may fail), bounded in time and in
@@ -265,49 +286,18 @@ ResyncChunkFailed(ErrorData *edata)
 static bool
 RunResyncChunk(void)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	ResourceOwner owner = CurrentResourceOwner;
-	volatile bool running = false;
+	bool		running = false;
+	ErrorData  *edata = RunInSubtransaction(ResyncChunkStep, &running);
 
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
+	if (edata == NULL)
 	{
-		bool		isnull = true;
-
-		(void) set_config_option("lock_timeout", RESYNC_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
-								 GUC_ACTION_LOCAL, true, 0, false);
-		enable_timeout_after(STATEMENT_TIMEOUT, RESYNC_CHUNK_TIMEOUT_MS);
-		if (SPI_execute("SELECT cosmos_sink.resync_step(staging_table, " CppAsString2(RESYNC_CHUNK_ROWS) ")"
-						" FROM cosmos_sink.resyncs WHERE finished_at IS NULL ORDER BY requested_at LIMIT 1",
-						false, 1) == SPI_OK_SELECT && SPI_processed > 0)
-			(void) SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		/* the chunk finished: a timer that fired meanwhile must not cancel what follows */
-		if (get_timeout_indicator(STATEMENT_TIMEOUT, true))
-			QueryCancelPending = false;
-		running = !isnull;
-		ReleaseCurrentSubTransaction();
+		ResyncFailures = 0;
+		return running;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		disable_timeout(STATEMENT_TIMEOUT, false);
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(cxt);
-		CurrentResourceOwner = owner;
-		ResyncChunkFailed(edata);
-		FreeErrorData(edata);
-		return true;
-	}
-	PG_END_TRY();
-	MemoryContextSwitchTo(cxt);
-	CurrentResourceOwner = owner;
-	ResyncFailures = 0;
-	return running;
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	ResyncChunkFailed(edata);
+	FreeErrorData(edata);
+	return true;
 }
 
 /*
