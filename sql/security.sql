@@ -34,7 +34,7 @@ BEGIN
         ALTER ROLE regress_alice SUPERUSER;
         INSERT INTO alice.log VALUES (current_user, 'became superuser');
     EXCEPTION WHEN others THEN
-        INSERT INTO alice.log VALUES (current_user, 'refused: ' || sqlerrm);
+        INSERT INTO alice.log VALUES (current_user, 'refused: SQLSTATE ' || sqlstate);
     END;
     RETURN NEW;
 END $$;
