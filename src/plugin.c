@@ -336,27 +336,22 @@ ResolveUnchangedKeys(RouteInfo *route, RowImage *newrow, RowImage *oldrow)
 	return NULL;
 }
 
-/* Compute the document id and the partition key (a JSON array) of a row */
+/*
+ * Compute the document id and the partition key (a JSON array) of a row. Its
+ * key columns are in WAL: inserted rows are whole, old rows flattened, and an
+ * UPDATE's new row went through ResolveUnchangedKeys first.
+ */
 static char *
 RowKeys(RouteInfo *route, RowImage *row, char **id, char **pk)
 {
 	StringInfoData buf;
 	int			idx = route->id_attnum - 1;
-	AttrNumber	attnums[ROUTE_MAX_PK_COLUMNS + 1];
-	int			n;
 	int			i;
 
 	*id = NULL;
 	*pk = NULL;
 	if (route->problem)
 		return route->problem;
-	/* never read a key from the live TOAST table (ResolveUnchangedKeys took it from WAL) */
-	n = KeyColumns(route, attnums);
-	for (i = 0; i < n; i++)
-		if (IsUnchangedToast(row->values[attnums[i] - 1], row->nulls[attnums[i] - 1],
-							 &route->shape->columns[attnums[i] - 1]))
-			return psprintf("a key column of a row of %s is stored out of line and not in WAL",
-							route->table_name);
 	if (row->nulls[idx])
 		return psprintf("id column of %s is NULL", route->table_name);
 	*id = DocumentKeyText(row->values[idx], route->shape->columns[idx].type, KEY_BUILD_LIMIT);
