@@ -21,6 +21,19 @@ SELECT pg_catalog.pg_extension_config_dump('routes', '');
 REVOKE ALL ON routes FROM PUBLIC;
 GRANT SELECT ON routes TO pg_monitor;
 
+-- How far the worker may confirm its slot: it records a position here (and
+-- flushes it) before it confirms the slot past it. A slot that is missing
+-- while a position is recorded, or that starts past it, is not the one the
+-- routes' changes were kept in: the worker stops until recover().
+CREATE TABLE slot_checkpoint (
+    slot_name     name PRIMARY KEY,
+    confirm_limit pg_lsn NOT NULL,
+    recorded_at   timestamptz NOT NULL DEFAULT now()
+);
+SELECT pg_catalog.pg_extension_config_dump('slot_checkpoint', '');
+REVOKE ALL ON slot_checkpoint FROM PUBLIC;
+GRANT SELECT ON slot_checkpoint TO pg_monitor;
+
 CREATE FUNCTION add_route(staging_table regclass,
                           cosmos_database text,
                           container text,
@@ -744,6 +757,13 @@ BEGIN
 END
 $$;
 REVOKE ALL ON FUNCTION resync(regclass) FROM PUBLIC;
+
+-- After a lost slot (dropped, invalidated, made again, or missing on a
+-- restored backup or promoted standby): makes a new slot and re-sends every
+-- routed table through it (resync()). Returns how many tables are re-sent.
+CREATE FUNCTION recover() RETURNS bigint
+AS 'MODULE_PATHNAME', 'recover' LANGUAGE C;
+REVOKE ALL ON FUNCTION recover() FROM PUBLIC;
 
 -- One chunk of a backfill (called by the worker, in its own transaction):
 -- touches up to chunk rows after last_id, as the table's owner (as_table_owner);

@@ -4,6 +4,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS cosmos_sink;
 SELECT count(*) >= 0 AS slot_reset FROM (SELECT pg_drop_replication_slot(slot_name)
   FROM pg_replication_slots WHERE slot_name = 'cosmos_sink') s;
+DELETE FROM cosmos_sink.slot_checkpoint;
 RESET client_min_messages;
 
 CREATE TABLE dl_staging (order_id bigint PRIMARY KEY, customer_id text NOT NULL, note text);

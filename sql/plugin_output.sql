@@ -5,6 +5,7 @@ RESET client_min_messages;
 -- start without the worker's slot, so that add_route() creates it here
 SELECT count(*) >= 0 AS slot_reset FROM (SELECT pg_drop_replication_slot(slot_name)
   FROM pg_replication_slots WHERE slot_name = 'cosmos_sink') s;
+DELETE FROM cosmos_sink.slot_checkpoint;
 
 CREATE TABLE orders_staging (order_id bigint PRIMARY KEY, customer_id text NOT NULL,
                              amount numeric(12,2), note text);

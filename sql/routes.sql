@@ -5,6 +5,7 @@ RESET client_min_messages;
 -- start without the worker's slot, so that add_route() creates it here
 SELECT count(*) >= 0 AS slot_reset FROM (SELECT pg_drop_replication_slot(slot_name)
   FROM pg_replication_slots WHERE slot_name = 'cosmos_sink') s;
+DELETE FROM cosmos_sink.slot_checkpoint;
 
 -- a typical Flink staging table: single-column primary key is the id
 CREATE TABLE orders_staging (order_id bigint PRIMARY KEY, customer_id text NOT NULL,
@@ -113,6 +114,42 @@ RESET ROLE;
 SELECT staging_table, container FROM cosmos_sink.remove_route('clicks_staging');
 SELECT cosmos_sink.remove_route('clicks_staging');
 SELECT staging_table FROM cosmos_sink.routes ORDER BY route_id;
+
+-- a lost slot is never made again silently: add_route() and the worker stop,
+-- recover() makes it again and re-sends every routed table
+CREATE FUNCTION pg_temp.error_of(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'no error';
+EXCEPTION WHEN OTHERS THEN
+    RETURN regexp_replace(SQLERRM, '[0-9A-F]+/[0-9A-F]+', 'X/X', 'g');  -- LSNs vary
+END $$;
+SELECT slot_name, confirm_limit >= '0/1' AS recorded FROM cosmos_sink.slot_checkpoint;
+SELECT cosmos_sink.recover();
+SELECT pg_drop_replication_slot('cosmos_sink');
+CREATE TABLE late_staging (id int PRIMARY KEY, k int);
+SELECT pg_temp.error_of($$SELECT cosmos_sink.add_route('late_staging', 'shop', 'late', 'k')$$);
+SET ROLE regress_cosmos_user;
+SELECT cosmos_sink.recover();
+RESET ROLE;
+BEGIN;
+INSERT INTO late_staging VALUES (1, 1);
+SELECT cosmos_sink.recover();
+ROLLBACK;
+SELECT cosmos_sink.recover();
+SELECT count(*) AS slots FROM pg_replication_slots WHERE slot_name = 'cosmos_sink';
+SELECT staging_table, finished_at IS NULL AS queued FROM cosmos_sink.resyncs ORDER BY staging_table::text;
+SELECT cosmos_sink.add_route('late_staging', 'shop', 'late', 'k') IS NOT NULL AS routed;
+-- a slot made again by hand starts past the record: refused too
+SELECT pg_drop_replication_slot('cosmos_sink');
+SELECT 1 FROM pg_create_logical_replication_slot('cosmos_sink', 'cosmos_sink');
+UPDATE cosmos_sink.slot_checkpoint SET confirm_limit = '0/1';
+SELECT cosmos_sink.remove_route('late_staging') IS NOT NULL AS removed;
+CREATE TABLE late2_staging (id int PRIMARY KEY, k int);
+SELECT pg_temp.error_of($$SELECT cosmos_sink.add_route('late2_staging', 'shop', 'late', 'k')$$);
+SELECT cosmos_sink.recover() >= 0 AS recovered;
+DELETE FROM cosmos_sink.resyncs;
+DROP TABLE late_staging, late2_staging;
 
 -- cleanup (the slot stays for the next suites)
 SELECT cosmos_sink.remove_route(staging_table) IS NOT NULL FROM cosmos_sink.routes;

@@ -5,6 +5,7 @@ SET client_min_messages = warning;
 CREATE EXTENSION IF NOT EXISTS cosmos_sink;
 SELECT count(*) >= 0 AS slot_reset FROM (SELECT pg_drop_replication_slot(slot_name)
   FROM pg_replication_slots WHERE slot_name = 'cosmos_sink') s;
+DELETE FROM cosmos_sink.slot_checkpoint;
 DROP ROLE IF EXISTS regress_alice;
 DROP ROLE IF EXISTS regress_mallory;
 DROP ROLE IF EXISTS regress_watcher;

@@ -5,6 +5,7 @@ RESET client_min_messages;
 -- start without the worker's slot, so that add_route() creates it here
 SELECT count(*) >= 0 AS slot_reset FROM (SELECT pg_drop_replication_slot(slot_name)
   FROM pg_replication_slots WHERE slot_name = 'cosmos_sink') s;
+DELETE FROM cosmos_sink.slot_checkpoint;
 
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN positive_int AS int CHECK (VALUE > 0);

@@ -66,6 +66,13 @@
 	OutputPluginUpdateProgress((ctx), (skipped))
 
 /* Whether a replication slot was invalidated (its WAL is gone) */
+/* A slot copied from a primary by slot synchronisation (17 and later) */
+#if PG_VERSION_NUM >= 170000
+#define CompatSlotSynced(slot) ((slot)->data.synced)
+#else
+#define CompatSlotSynced(slot) false
+#endif
+
 #if PG_VERSION_NUM >= 160000
 #define CompatSlotInvalidated(slot) ((slot)->data.invalidated != RS_INVAL_NONE)
 #else

@@ -28,6 +28,7 @@
 #include "compat.h"
 #include "cosmos_sink.h"
 #include "decoder.h"
+#include "slot_guard.h"
 #include "record.h"
 
 static LogicalDecodingContext *Ctx = NULL;
@@ -109,78 +110,44 @@ DecoderUpdateProgress(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId
 {
 }
 
-/* Create the slot in its own transaction (it waits for running transactions) */
-static void
-CreateSlot(void)
-{
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	/* not a failover slot (yet): $3 */
-	SPI_execute_with_args(COMPAT_CREATE_SLOT_SQL,
-						  3, (Oid[]) {TEXTOID, TEXTOID, BOOLOID},
-						  (Datum[]) {CStringGetTextDatum(CosmosSinkSlotName),
-						  CStringGetTextDatum(COSMOS_SINK_PLUGIN), BoolGetDatum(false)},
-						  NULL, false, 0);
-	PopActiveSnapshot();
-	SPI_finish();
-	CommitTransactionCommand();
-	ereport(LOG, (errmsg("cosmos_sink: created replication slot \"%s\"", CosmosSinkSlotName)));
-}
-
-/* Whether the slot exists, and is ours to use */
+/* Whether the slot is ours to use now; false with a problem, or with none while no route made it yet */
 static bool
-SlotUsable(bool *exists, char **problem)
+SlotUsable(char **problem)
 {
-	ReplicationSlot *slot;
-	bool		ok = true;
+	SlotFacts	facts;
 
-	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-	slot = SearchNamedReplicationSlot(CosmosSinkSlotName, false);
-	*exists = slot != NULL;
-	if (slot != NULL)
+	*problem = NULL;
+	SlotGuardFacts(&facts);
+	if (facts.exists && facts.foreign)
 	{
-		if (slot->data.database != MyDatabaseId ||
-			strcmp(NameStr(slot->data.plugin), COSMOS_SINK_PLUGIN) != 0)
-		{
-			*problem = psprintf("replication slot \"%s\" is not a cosmos_sink slot of database \"%s\"; drop it or set cosmos_sink.slot_name",
-							   CosmosSinkSlotName, CosmosSinkDatabase);
-			ok = false;
-		}
-		else if (slot->active_pid != 0)
-		{
-			*problem = psprintf("replication slot \"%s\" is in use by process %d",
-							   CosmosSinkSlotName, slot->active_pid);
-			ok = false;
-		}
-		else if (CompatSlotInvalidated(slot))
-		{
-			*problem = psprintf("replication slot \"%s\" was invalidated (WAL it needed was removed, see max_slot_wal_keep_size); drop it and resync every route",
-							   CosmosSinkSlotName);
-			ok = false;
-		}
+		*problem = psprintf("replication slot \"%s\" is not a cosmos_sink slot of database \"%s\"; drop it or set cosmos_sink.slot_name",
+							CosmosSinkSlotName, CosmosSinkDatabase);
+		return false;
 	}
-	LWLockRelease(ReplicationSlotControlLock);
-	return ok;
+	if (facts.exists && facts.active_pid != 0)
+	{
+		*problem = psprintf("replication slot \"%s\" is in use by process %d",
+							CosmosSinkSlotName, facts.active_pid);
+		return false;
+	}
+	return SlotGuardVerify(&facts, problem) == SLOT_OURS;
 }
 
 /*
- * Acquire the slot (creating it if needed) and start decoding from its
- * confirmed position. False with a message when the slot cannot be used.
+ * Acquire the slot and start decoding from its confirmed position. False
+ * with a message when the slot cannot be used, or with none while no route
+ * made it yet (the worker never makes it: see slot_guard.c).
  */
 bool
 DecoderStart(DecoderPumpHook pump, char **problem)
 {
-	bool		exists;
 	ResourceOwner saved = CurrentResourceOwner;
 	MemoryContext old;
 
 	if (Ctx != NULL)
 		return true;
-	if (!SlotUsable(&exists, problem))
+	if (!SlotUsable(problem))
 		return false;
-	if (!exists)
-		CreateSlot();
 
 	Pump = pump;
 	if (DecodeOwner == NULL)

@@ -59,5 +59,6 @@ extern RouteInfo *RouteCacheLookup(Relation rel);
 /* routes.c: helpers shared with the worker */
 extern Oid	RoutesTableOid(bool missing_ok);
 extern Oid	ExtensionTableOid(const char *name);
+extern void CheckRouteDatabase(void);
 
 #endif							/* COSMOS_SINK_ROUTE_H */

@@ -31,6 +31,7 @@
 #include "cosmos_sink.h"
 #include "document.h"
 #include "route.h"
+#include "slot_guard.h"
 
 PG_FUNCTION_INFO_V1(add_route);
 PG_FUNCTION_INFO_V1(add_route_text);
@@ -62,7 +63,7 @@ ExtensionTableOid(const char *name)
 }
 
 /* Routes only make sense in the database the worker forwards */
-static void
+void
 CheckRouteDatabase(void)
 {
 	char	   *dbname = get_database_name(MyDatabaseId);
@@ -118,54 +119,6 @@ CheckStagingTable(Oid relid)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("must be owner of table %s to route it", name)));
-}
-
-/*
- * Create the slot if it does not exist yet, so that every change committed
- * after add_route() returns is kept for the worker. Must run before this
- * transaction writes anything.
- */
-static void
-EnsureSlot(void)
-{
-	ReplicationSlot *slot;
-	bool		exists;
-
-	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
-	slot = SearchNamedReplicationSlot(CosmosSinkSlotName, false);
-	exists = slot != NULL;
-	if (exists && (slot->data.database != MyDatabaseId ||
-				   strcmp(NameStr(slot->data.plugin), COSMOS_SINK_PLUGIN) != 0))
-	{
-		LWLockRelease(ReplicationSlotControlLock);
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("replication slot \"%s\" exists but is not a cosmos_sink slot of this database",
-						CosmosSinkSlotName),
-				 errhint("Drop it with pg_drop_replication_slot('%s'), or set cosmos_sink.slot_name to another name.",
-						 CosmosSinkSlotName)));
-	}
-	LWLockRelease(ReplicationSlotControlLock);
-	if (exists)
-		return;
-
-	if (GetTopTransactionIdIfAny() != InvalidTransactionId)
-		ereport(ERROR,
-				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("cannot create replication slot \"%s\" in a transaction that has written",
-						CosmosSinkSlotName),
-				 errhint("Call add_route() in its own transaction the first time.")));
-
-	SPI_connect();
-	/* not a failover slot (yet): $3 */
-	SPI_execute_with_args(COMPAT_CREATE_SLOT_SQL,
-						  3, (Oid[]) {TEXTOID, TEXTOID, BOOLOID},
-						  (Datum[]) {CStringGetTextDatum(CosmosSinkSlotName),
-						  CStringGetTextDatum(COSMOS_SINK_PLUGIN), BoolGetDatum(false)},
-						  NULL, false, 0);
-	SPI_finish();
-	ereport(NOTICE,
-			(errmsg("created replication slot \"%s\" for cosmos_sink", CosmosSinkSlotName)));
 }
 
 /* Resolve a column name of the staging table, or say which columns exist */
@@ -427,7 +380,7 @@ RouteAdd(Oid relid, const char *db, const char *container, ArrayType *pkcols,
 				 errmsg("partition_key names %d columns", npk),
 				 errhint("Name one column, or 2 to 3 columns for a hierarchical partition key.")));
 
-	EnsureSlot();
+	SlotGuardEnsureForRoute();
 
 	/* writers wait from here on, so no transaction straddles the route */
 	LockRelationOid(relid, ShareRowExclusiveLock);

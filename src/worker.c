@@ -34,6 +34,7 @@
 #include "deadletter.h"
 #include "decoder.h"
 #include "http.h"
+#include "slot_guard.h"
 #include "status.h"
 #include "subxact.h"
 
@@ -54,6 +55,7 @@ PGDLLEXPORT void CosmosSinkWorkerMain(Datum arg);
 static bool ClientReady = false;
 static TimestampTz NextConfigAttempt = 0;
 static TimestampTz NextDecoderAttempt = 0;
+static bool AwaitingFirstRoute = false;	/* no slot: no route was ever added */
 static TimestampTz LastSlotSave = 0;
 static XLogRecPtr LastSavedLsn = InvalidXLogRecPtr;
 static MemoryContext LoopContext = NULL;
@@ -348,15 +350,21 @@ CompleteRequests(long timeout_ms)
 
 /* Move the confirmed LSN as far as acknowledgements allow */
 static void
-AdvanceConfirmed(void)
+AdvanceConfirmed(bool may_record)
 {
 	XLogRecPtr	lsn = CheckpointAdvance();
 	TimestampTz now = GetCurrentTimestamp();
+	bool		idle = false;
 
+	if (XLogRecPtrIsInvalid(lsn) && CheckpointEmpty() && BatchPendingChanges() == 0 &&
+		DeadLetterQueued() == 0)
+	{
+		lsn = DecoderReadLsn();	/* nothing routed pending: let WAL go */
+		idle = true;
+	}
+	/* never past what slot_checkpoint records (slot_guard.c) */
 	if (!XLogRecPtrIsInvalid(lsn))
-		DecoderConfirm(lsn);
-	else if (CheckpointEmpty() && BatchPendingChanges() == 0 && DeadLetterQueued() == 0)
-		DecoderConfirm(DecoderReadLsn());	/* nothing routed pending: let WAL go */
+		DecoderConfirm(SlotGuardBound(lsn, may_record, idle));
 
 	if (DecoderConfirmedLsn() != LastSavedLsn &&
 		TimestampDifferenceExceeds(LastSlotSave, now, SLOT_SAVE_MS))
@@ -375,7 +383,9 @@ PublishProgress(void)
 
 	char	   *problem;
 
-	if (!ClientReady || !DecoderActive() || BatchRouteErrors() || DeadLettersFull(&problem))
+	if (AwaitingFirstRoute && ClientReady)
+		state = WORKER_IDLE;	/* no route yet: no slot to decode */
+	else if (!ClientReady || !DecoderActive() || BatchRouteErrors() || DeadLettersFull(&problem))
 		state = WORKER_ERROR;
 	else if (StatusPaused() || !CosmosSinkEnabled)
 		state = WORKER_PAUSED;
@@ -446,7 +456,7 @@ PumpUntilBelowBudget(void)
 			ConfigureClient();
 		wait = HttpInFlight() > 0 || !Forwarding() ? 1000 : BatchNextWakeMs(WORKER_RETRY_MS);
 		CompleteRequests(Max(wait, 1));
-		AdvanceConfirmed();
+		AdvanceConfirmed(false);
 		PublishProgress();
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(PumpContext);
@@ -494,6 +504,48 @@ WaitTimeMs(bool more_wal)
 	return Max(wait, 0);
 }
 
+/*
+ * Acquire the slot and start decoding; a lost slot is an error until
+ * recover(), no slot yet (no route) is an idle wait.
+ */
+static void
+StartDecoding(void)
+{
+	char	   *problem = NULL;
+
+	if (DecoderStart(PumpFromDecoding, &problem))
+	{
+		AwaitingFirstRoute = false;
+		return;
+	}
+	AwaitingFirstRoute = problem == NULL;
+	if (AwaitingFirstRoute)
+		StatusClearError();
+	else
+		WorkerProblem(problem);
+	NextDecoderAttempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													 AwaitingFirstRoute ? 1000 : WORKER_RETRY_MS);
+}
+
+/*
+ * cosmos_sink.enabled went off while decoding: settle what is in flight (a
+ * few seconds at most), confirm it, and exit so that the slot is released;
+ * the restarted worker waits without touching it.
+ */
+static void
+ReleaseSlotWhenDisabled(void)
+{
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), 5000);
+
+	while (HttpInFlight() > 0 && GetCurrentTimestamp() < deadline)
+		CompleteRequests(100);
+	AdvanceConfirmed(true);
+	DecoderSaveSlot();
+	ereport(LOG,
+			(errmsg("cosmos_sink: disabled: releasing replication slot \"%s\"", CosmosSinkSlotName)));
+	proc_exit(1);				/* restarted after bgw_restart_time, then waits */
+}
+
 /* One turn of the main loop */
 static void
 WorkerTurn(void)
@@ -502,7 +554,9 @@ WorkerTurn(void)
 	char	   *problem = NULL;
 	bool		forwarding = Forwarding();
 
-	if (!CosmosSinkEnabled && !DecoderActive())
+	if (!CosmosSinkEnabled && DecoderActive())
+		ReleaseSlotWhenDisabled();
+	if (!CosmosSinkEnabled)
 	{
 		/* disabled: leave the slot alone, wait for a reload */
 		StatusSetState(WORKER_PAUSED);
@@ -512,12 +566,8 @@ WorkerTurn(void)
 	}
 	if ((!ClientReady && GetCurrentTimestamp() >= NextConfigAttempt) || TokenFileChanged())
 		ConfigureClient();		/* first time, after a failure, or a rewritten token file */
-	if (!DecoderActive() && GetCurrentTimestamp() >= NextDecoderAttempt &&
-		!DecoderStart(PumpFromDecoding, &problem))
-	{
-		WorkerProblem(problem);
-		NextDecoderAttempt = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), WORKER_RETRY_MS);
-	}
+	if (!DecoderActive() && GetCurrentTimestamp() >= NextDecoderAttempt)
+		StartDecoding();
 
 	/*
 	 * Decode even while paused, throttled or misconfigured (up to the buffer):
@@ -540,7 +590,7 @@ WorkerTurn(void)
 	if (forwarding && DecoderActive())
 		ResyncStep();
 	if (DecoderActive())
-		AdvanceConfirmed();
+		AdvanceConfirmed(true);
 	PublishProgress();
 }
 

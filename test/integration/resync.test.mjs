@@ -11,6 +11,23 @@ let sink;
 before(async () => { sink = await startSink(); });
 after(async () => { await sink?.stop(); });
 
+// On a timeout, say where the backfill stood and what the worker logged of it
+async function waitForResync(table, fn, opts) {
+  try {
+    return await waitFor(fn, opts);
+  } catch (e) {
+    const [row] = await sink.pg.query('SELECT * FROM cosmos_sink.resyncs WHERE staging_table = $1::regclass', [table]).catch(() => []);
+    const [st] = await sink.pg.query('SELECT state, last_error FROM cosmos_sink.status').catch(() => []);
+    const act = await sink.pg.query(`SELECT pid, backend_type, state, wait_event_type, wait_event, left(query, 120) AS query
+      FROM pg_stat_activity WHERE backend_type NOT IN ('checkpointer', 'background writer', 'walwriter', 'autovacuum launcher', 'logical replication launcher', 'io worker')`).catch(() => []);
+    const waits = await sink.pg.query('SELECT locktype, relation::regclass AS rel, mode, pid FROM pg_locks WHERE NOT granted').catch(() => []);
+    e.message += `\nactivity: ${JSON.stringify(act)}\nlock waits: ${JSON.stringify(waits)}`;
+    const lines = sink.pg.serverLog().split('\n').filter((l) => /resync|ERROR|FATAL|PANIC|terminated/.test(l)).slice(-20);
+    e.message += `\nresyncs: ${JSON.stringify(row)}\nstatus: ${JSON.stringify(st)}\nserver log:\n${lines.join('\n')}`;
+    throw e;
+  }
+}
+
 async function resyncDone(table) {
   const [r] = await sink.pg.query('SELECT finished_at IS NOT NULL AS done, rows_done, rows_total FROM cosmos_sink.resyncs WHERE staging_table = $1::regclass', [table]);
   return r;
@@ -51,7 +68,7 @@ test('backfill with concurrent updates and deletes ends exact', async () => {
       await sleep(50);
     }
   })();
-  await waitFor(async () => (await resyncDone('rs_orders')).done, { timeoutMs: 120000, what: 'resync finished' });
+  await waitForResync('rs_orders', async () => (await resyncDone('rs_orders')).done, { timeoutMs: 120000, what: 'resync finished' });
   stop = true;
   await writer;
   await sink.waitCaughtUp();
@@ -68,14 +85,14 @@ test('a backfill resumes where it stopped after a crash', async () => {
   await sink.route('rs2', 'rs2', 'customer_id');
   await sink.pg.setConf({ 'cosmos_sink.max_in_flight': 1, 'cosmos_sink.batch_max_ops': 20 });
   await sink.pg.query(`SELECT cosmos_sink.resync('rs2')`);
-  await waitFor(async () => Number((await resyncDone('rs2')).rows_done) >= 3000, { timeoutMs: 60000, what: 'backfill under way' });
+  await waitForResync('rs2', async () => Number((await resyncDone('rs2')).rows_done) >= 3000, { timeoutMs: 60000, what: 'backfill under way' });
   const before = Number((await resyncDone('rs2')).rows_done);
   assert.ok(before < 30000, 'crash in the middle of the backfill');
   await sink.pg.killPostmaster9();
   await sink.pg.start();
   await sink.waitReady();
   await sink.pg.setConf({ 'cosmos_sink.max_in_flight': null, 'cosmos_sink.batch_max_ops': null });
-  await waitFor(async () => (await resyncDone('rs2')).done, { timeoutMs: 120000, what: 'resync finished' });
+  await waitForResync('rs2', async () => (await resyncDone('rs2')).done, { timeoutMs: 120000, what: 'resync finished' });
   const done = await resyncDone('rs2');
   // the committed chunks were not redone: rows_done counts every row once
   assert.equal(Number(done.rows_done), 30000);

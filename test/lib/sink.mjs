@@ -72,8 +72,12 @@ export class Sink {
   }
 
   /**
-   * Wait until the slot's confirmed LSN passed everything written so far and
-   * nothing is in flight: every change committed before the call is in Cosmos.
+   * Wait until the slot's confirmed LSN passed everything written so far (or
+   * the worker decoded past it with nothing left to send and the slot
+   * confirmed within 300 kB of that: while routed tables are idle the slot is
+   * confirmed up to the worker's last slot_checkpoint record, which the
+   * record itself and up to 256 kB of unrelated WAL may follow) and nothing is
+   * in flight: every change committed before the call is in Cosmos.
    */
   async waitCaughtUp({ timeoutMs = 120000 } = {}) {
     const [{ lsn }] = await this.pg.query('SELECT pg_current_wal_lsn() AS lsn');
@@ -81,7 +85,9 @@ export class Sink {
     let last;
     while (Date.now() < deadline) {
       const rows = await this.pg.query(
-        `SELECT s.*, s.confirmed_lsn >= $1::pg_lsn AS passed FROM cosmos_sink.status s`, [lsn]);
+        `SELECT s.*, s.confirmed_lsn >= $1::pg_lsn OR (w.state = 'idle' AND w.decoded_lsn >= $1::pg_lsn
+                AND pg_wal_lsn_diff(w.decoded_lsn, s.confirmed_lsn) < 300000) AS passed
+           FROM cosmos_sink.status s, cosmos_sink.worker_status() w`, [lsn]);
       last = rows[0];
       if (last && last.passed && last.in_flight_requests === 0) return last;
       await sleep(200);
