@@ -613,14 +613,15 @@ WaitForPrerequisites(void)
 
 /*
  * Ids and partition keys are the text of values: whatever postgresql.conf
- * says, the worker renders dates, intervals and floats one way (ISO, the
- * default interval style, shortest exact floats), so a settings change never
- * gives the same row another id or key. (timestamptz follows TimeZone, as in
- * documents.)
+ * says, the worker renders dates, intervals, floats and timestamptz one way
+ * (ISO, the default interval style, shortest exact floats, UTC), so a
+ * settings change never gives the same row another id or key. Documents
+ * follow the same settings (timestamptz values in UTC).
  */
 static void
 PinKeyTextSettings(void)
 {
+	SetConfigOption("TimeZone", "UTC", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("DateStyle", "ISO, MDY", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("IntervalStyle", "postgres", PGC_SUSET, PGC_S_OVERRIDE);
 	SetConfigOption("extra_float_digits", "1", PGC_SUSET, PGC_S_OVERRIDE);

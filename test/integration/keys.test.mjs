@@ -1,5 +1,5 @@
 // Ids and partition keys are the text of values: a change of DateStyle,
-// IntervalStyle or extra_float_digits in postgresql.conf must not give the
+// IntervalStyle, extra_float_digits or TimeZone in postgresql.conf must not give the
 // same row another id or key (old documents would be orphaned and deletes
 // would miss them).
 import { test, before, after } from 'node:test';
@@ -42,4 +42,34 @@ test('a change of DateStyle and float settings keeps ids and keys', async () => 
   assert.equal(actual.length, 10);
   const [{ n }] = await sink.pg.query(`SELECT count(*)::int AS n FROM cosmos_sink.dead_letters`);
   assert.equal(n, 0);
+});
+
+test('a change of TimeZone keeps timestamptz ids and keys (written in UTC)', async () => {
+  await sink.pg.setConf({ DateStyle: null, extra_float_digits: null, IntervalStyle: null, TimeZone: 'UTC' });
+  await sink.pg.restart();
+  await sink.waitReady();
+  await sink.pg.query(`CREATE TABLE k_moments (at timestamptz PRIMARY KEY, shift timestamptz NOT NULL, note text)`);
+  await sink.route('k_moments', 'k_moments', 'shift');
+  await sink.pg.query(`INSERT INTO k_moments SELECT TIMESTAMPTZ '2026-03-01 08:00:00+00' + g * interval '1 hour',
+    TIMESTAMPTZ '2026-03-01 00:00:00+00' + (g % 3) * interval '1 day', 'first' FROM generate_series(0, 19) g`);
+  await sink.waitCaughtUp();
+
+  await sink.pg.setConf({ TimeZone: 'Europe/Berlin' });
+  await sink.pg.restart();
+  await sink.waitReady();
+  await sink.pg.query(`DELETE FROM k_moments WHERE at < TIMESTAMPTZ '2026-03-01 18:00:00+00'`);
+  await sink.pg.query(`UPDATE k_moments SET note = 'second'`);
+  await sink.waitCaughtUp();
+  const c = await sink.pg.client();
+  let expected;
+  try {
+    await c.query(`SET TimeZone = 'UTC'`);
+    expected = (await c.query(expectedDocsSql('k_moments', 'at'))).rows.map((row) => row.doc);
+  } finally {
+    await c.end();
+  }
+  const actual = await readContainer({ endpoint: sink.emu.endpoint, caFile: sink.emu.caFile, database: 'shop', container: 'k_moments' });
+  const r = compareDocs(expected, actual);
+  assert.ok(r.ok, String(r));
+  assert.equal(actual.length, 10, 'the deletes found their documents, the updates did not fork them');
 });

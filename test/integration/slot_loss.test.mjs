@@ -47,6 +47,36 @@ async function expectLostState(container, before) {
   return st;
 }
 
+// Item 4: the first add_route() makes the slot, which waits for running
+// transactions; a second add_route() meanwhile must wait for it too, or a
+// change committed right after it returns precedes the slot's consistent point
+test('add_route() returns only once the slot can decode, even while another add_route() makes it', async () => {
+  await sink.pg.query('CREATE TABLE first_route (id int PRIMARY KEY, k text NOT NULL)');
+  await sink.pg.query('CREATE TABLE second_route (id int PRIMARY KEY, k text NOT NULL)');
+  await sink.pg.query('CREATE TABLE busy (id int)');
+  const holder = await sink.pg.client();
+  await holder.query('BEGIN');
+  await holder.query('INSERT INTO busy VALUES (1)');  // a running transaction with an xid
+  let firstDone = false;
+  const first = sink.route('first_route', 'first_route', 'k').then(() => { firstDone = true; });
+  await waitFor(async () => (await sink.pg.query(
+    "SELECT count(*)::int AS n FROM pg_replication_slots WHERE slot_name = 'cosmos_sink'"))[0].n === 1,
+  { what: 'the first add_route() making the slot' });
+  let secondDone = false;
+  const second = sink.route('second_route', 'second_route', 'k').then(async () => {
+    secondDone = true;
+    await sink.pg.query("INSERT INTO second_route VALUES (1, 'right after add_route')");
+  });
+  await sleep(2000);
+  assert.equal(firstDone, false, 'the slot waits for the running transaction');
+  assert.equal(secondDone, false, 'the second add_route() waits for the slot being made');
+  await holder.query('COMMIT');
+  await holder.end();
+  await Promise.all([first, second]);
+  await sink.waitCaughtUp();
+  assert.equal(await docCount('second_route'), 1, 'the change committed right after add_route() arrived');
+});
+
 test('a slot dropped while forwarding is off stops the worker until recover()', async () => {
   await sink.pg.query(`CREATE TABLE lost_orders (order_id bigint PRIMARY KEY, customer_id text NOT NULL, note text)`);
   await sink.route('lost_orders', 'lost_orders', 'customer_id');
@@ -68,7 +98,7 @@ test('a slot dropped while forwarding is off stops the worker until recover()', 
   await assert.rejects(sink.route('lost_other', 'lost_other', 'k'), /recover\(\)/);
 
   const [{ recover }] = await sink.pg.query('SELECT cosmos_sink.recover()');
-  assert.equal(Number(recover), 1);
+  assert.equal(Number(recover), 3, "every routed table is re-sent");
   await waitFor(async () => (await sink.pg.query(
     "SELECT bool_and(finished_at IS NOT NULL) AS done FROM cosmos_sink.resyncs"))[0].done,
   { timeoutMs: 60000, what: 'recover() re-sent every routed table' });
