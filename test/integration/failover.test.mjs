@@ -79,6 +79,15 @@ async function slotOn(server) {
   return rows[0];
 }
 
+// A failed wait, with the worker's status, the slot and the worker's log lines
+async function explain(e) {
+  const st = await sink.status().catch(() => null);
+  const slot = await slotOn(sink.pg).catch(() => null);
+  const log = sink.pg.serverLog().split('\n').filter((l) => /cosmos_sink|ERROR|FATAL|slot/.test(l)).slice(-25).join('\n');
+  e.message += `\nstatus: ${JSON.stringify(st)}\nslot: ${JSON.stringify(slot)}\nlog:\n${log}`;
+  return e;
+}
+
 async function untilResyncsDone() {
   await waitFor(async () => (await sink.pg.query(
     'SELECT coalesce(bool_and(finished_at IS NOT NULL), true) AS done FROM cosmos_sink.resyncs'))[0].done,
@@ -130,11 +139,16 @@ test(`${FAILOVERS} failovers under load (kill -9 of the primary, standby promote
   for (let i = 1; i <= FAILOVERS; i++) {
     const slot = `standby${i}`;
     const standby = await startStandby(sink.pg, { slot });
-    if (failoverSlots) {
-      await sink.pg.setConf({ 'synchronized_standby_slots': slot });
-      await waitFor(async () => (await slotOn(standby))?.synced === true, { timeoutMs: 60000, what: 'the slot synchronised to the standby' });
-    }
+    if (failoverSlots) await sink.pg.setConf({ 'synchronized_standby_slots': slot });
     const writer = startWriter(next);
+    if (failoverSlots) {
+      // a synchronised slot stays temporary (and promotion drops it) until the
+      // primary's slot moved past where the copy began: the load moves it
+      await waitFor(async () => {
+        const sl = await slotOn(standby);
+        return sl?.synced === true && sl.temporary === false;
+      }, { timeoutMs: 60000, what: 'the slot synchronised to the standby' }).catch(async (e) => { throw await explain(e); });
+    }
     // mid-stream, with a request to Cosmos DB in flight
     await waitFor(async () => writer.written >= 15 && Number((await sink.status()).in_flight_requests) > 0,
       { timeoutMs: 60000, intervalMs: 20, what: 'a request in flight mid-stream' });
@@ -149,7 +163,8 @@ test(`${FAILOVERS} failovers under load (kill -9 of the primary, standby promote
 
     if (failoverSlots) {
       await waitFor(async () => ['streaming', 'idle'].includes((await sink.status()).state),
-        { timeoutMs: 60000, what: 'the promoted standby forwarding from the synchronised slot' });
+        { timeoutMs: 60000, what: 'the promoted standby forwarding from the synchronised slot' })
+        .catch(async (e) => { throw await explain(e); });
     } else {
       const st = await waitFor(async () => {
         const s = await sink.status();
