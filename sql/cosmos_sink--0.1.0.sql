@@ -129,6 +129,19 @@ REVOKE ALL ON resend_deletes FROM PUBLIC;
 -- deletable under a FOR ALL TABLES publication too
 ALTER TABLE resend_deletes REPLICA IDENTITY FULL;
 
+-- Touches that must be sent although they change nothing (resync(),
+-- retry_dead_letters()): an insert here, before the touches and in the same
+-- transaction, makes the output plugin send that transaction's UPDATEs of the
+-- table even when cosmos_sink.skip_unchanged leaves out unchanged rows. Only
+-- the extension owner can write it, so nobody else can make a no-op UPDATE
+-- cost a Cosmos DB write. Always empty (rows are deleted in the same
+-- transaction).
+CREATE TABLE resend_rows (
+    staging_table regclass NOT NULL
+);
+REVOKE ALL ON resend_rows FROM PUBLIC;
+ALTER TABLE resend_rows REPLICA IDENTITY FULL;
+
 -- Runs one statement (parameters $1.. as text) as the owner of a table, as a
 -- security-restricted operation with a pinned search_path, the way REFRESH
 -- MATERIALIZED VIEW runs a view's query: triggers, defaults, generated
@@ -167,7 +180,7 @@ CREATE FUNCTION container_stats_internal(OUT route_id integer, OUT upserts bigin
     OUT dead_lettered bigint, OUT ru_total numeric, OUT ru_per_second float8,
     OUT avg_batch_ops float8, OUT p50_ms float8, OUT p99_ms float8,
     OUT last_ack_at timestamptz, OUT stats_reset timestamptz, OUT relid oid,
-    OUT truncates bigint)
+    OUT truncates bigint, OUT skipped bigint)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'container_stats_internal' LANGUAGE C;
 REVOKE ALL ON FUNCTION container_stats_internal() FROM PUBLIC;
@@ -190,7 +203,8 @@ SELECT r.staging_table,
        COALESCE(s.p99_ms, 0) AS p99_ms,
        s.last_ack_at,
        s.stats_reset,
-       COALESCE(s.truncates, 0) AS truncates
+       COALESCE(s.truncates, 0) AS truncates,
+       COALESCE(s.skipped, 0) AS skipped
   FROM routes r
   LEFT JOIN container_stats_internal() s ON s.route_id = r.route_id;
 
@@ -247,6 +261,10 @@ BEGIN
         -- writers wait while the table is retried: a row re-inserted meanwhile
         -- cannot land before the delete re-sent for its old self
         EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', rt.tbl);
+        -- the touches below change nothing by design: mark them to be sent
+        -- (cosmos_sink.skip_unchanged would leave them out)
+        INSERT INTO @extschema@.resend_rows VALUES (rt.tbl);
+        DELETE FROM @extschema@.resend_rows;
         FOR dl IN SELECT d.id, d.operation, d.doc_id, d.partition_key
                     FROM @extschema@.dead_letters d
                    WHERE d.staging_table = rt.tbl AND d.retried_at IS NULL AND d.doc_id IS NOT NULL
@@ -811,6 +829,10 @@ BEGIN
          WHERE resyncs.staging_table = resync_step.staging_table;
         RETURN 0;
     END IF;
+    -- the touch changes nothing by design: mark it to be sent
+    -- (cosmos_sink.skip_unchanged would leave it out)
+    INSERT INTO @extschema@.resend_rows VALUES (job.staging_table);
+    DELETE FROM @extschema@.resend_rows;
     touched := @extschema@.as_table_owner(job.staging_table,
                    format('UPDATE %2$s SET %1$I = %1$I WHERE ($1 IS NULL OR %1$I > $1::%3$s) AND %1$I <= $2::%3$s',
                           job.id_column, job.staging_table, id_type),

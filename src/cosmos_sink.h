@@ -33,6 +33,7 @@ extern int	CosmosSinkBufferSizeKb;
 extern int	CosmosSinkPollIntervalMs;
 extern int	CosmosSinkLogMinDurationMs;
 extern int	CosmosSinkDeadLettersMax;
+extern bool CosmosSinkSkipUnchanged;
 
 /* Module initialisers called from _PG_init */
 extern void GucInit(void);

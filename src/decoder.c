@@ -34,6 +34,7 @@
 #include "decoder.h"
 #include "record.h"
 #include "slot_guard.h"
+#include "stats.h"
 #include "status.h"
 #include "subxact.h"
 
@@ -70,6 +71,15 @@ DecoderPrepareWrite(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId x
 	resetStringInfo(ctx->out);
 }
 
+/* An UPDATE the plugin found unchanged: count it for its route, nothing to send */
+static void
+CountSkipped(const ChangeRecord *rec)
+{
+	SinkRoute  *route = BatchFindRoute(rec->route_id);
+
+	StatsRecordSkipped(rec->route_id, route != NULL ? route->relid : InvalidOid);
+}
+
 /* Plugin output ends a record: hand it to the batcher */
 static void
 DecoderWrite(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, bool last_write)
@@ -92,6 +102,9 @@ DecoderWrite(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, boo
 			break;
 		case RECORD_TRUNCATE:
 			BatchTruncate(&rec);
+			break;
+		case RECORD_SKIPPED:
+			CountSkipped(&rec);
 			break;
 		case RECORD_COMMIT:
 			BatchCommit(&rec);

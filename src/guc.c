@@ -38,6 +38,7 @@ int			CosmosSinkBufferSizeKb = 64 * 1024;
 int			CosmosSinkPollIntervalMs = 10;
 int			CosmosSinkLogMinDurationMs = 5000;
 int			CosmosSinkDeadLettersMax = 100000;
+bool		CosmosSinkSkipUnchanged = true;
 
 /* Refuse slot names that PostgreSQL would refuse later, with its own message */
 static bool
@@ -167,6 +168,12 @@ GucInit(void)
 							"Rows already retried do not count. When full, the worker waits instead of dropping records.",
 							&CosmosSinkDeadLettersMax, 100000, 1, INT_MAX,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomBoolVariable("cosmos_sink.skip_unchanged",
+							 "Do not send an UPDATE whose new row is byte for byte its old row.",
+							 "Needs REPLICA IDENTITY FULL (the whole old row in WAL). resync() and retry_dead_letters() touches are always sent.",
+							 &CosmosSinkSkipUnchanged, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("cosmos_sink");
 }

@@ -13,6 +13,7 @@
 #include "replication/logical.h"
 #include "replication/output_plugin.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/datetime.h"
 #include "utils/json.h"
 #include "utils/memutils.h"
@@ -32,11 +33,22 @@ typedef enum OutputFormat
 	FORMAT_BINARY				/* compact records for the worker */
 } OutputFormat;
 
+/* Whether UPDATEs that change nothing are left out */
+typedef enum SkipUnchanged
+{
+	SKIP_UNCHANGED_SETTING,		/* as cosmos_sink.skip_unchanged says (the worker) */
+	SKIP_UNCHANGED_ON,			/* option skip_unchanged on */
+	SKIP_UNCHANGED_OFF			/* option skip_unchanged off */
+} SkipUnchanged;
+
 typedef struct PluginState
 {
 	MemoryContext context;		/* per change, reset after each */
+	MemoryContext txn_context;	/* per transaction, reset at each begin */
 	OutputFormat format;
+	SkipUnchanged skip_unchanged;
 	bool		txn_has_records;	/* this transaction emitted something */
+	List	   *txn_resend_relids;	/* tables whose touches this transaction must send */
 } PluginState;
 
 /* A row of a decoded tuple, deformed */
@@ -59,26 +71,39 @@ typedef struct RowImage
 
 extern void _PG_output_plugin_init(OutputPluginCallbacks *cb);
 
+/* Refuse an option given twice (pgoutput's message) */
+static void
+RefuseRepeatedOption(bool *given)
+{
+	if (*given)
+		ereport(ERROR,
+				(errcode(ERRCODE_SYNTAX_ERROR),
+				 errmsg("conflicting or redundant options")));
+	*given = true;
+}
+
 /* Parse plugin options (pgoutput style: each at most once, unknown ones refused) */
 static void
 ParseOptions(List *options, PluginState *state)
 {
 	ListCell   *lc;
 	bool		format_given = false;
+	bool		skip_given = false;
 
 	foreach(lc, options)
 	{
 		DefElem    *elem = lfirst(lc);
 
-		if (strcmp(elem->defname, "format") == 0)
+		if (strcmp(elem->defname, "skip_unchanged") == 0)
+		{
+			RefuseRepeatedOption(&skip_given);
+			state->skip_unchanged = defGetBoolean(elem) ? SKIP_UNCHANGED_ON : SKIP_UNCHANGED_OFF;
+		}
+		else if (strcmp(elem->defname, "format") == 0)
 		{
 			char	   *format = defGetString(elem);
 
-			if (format_given)
-				ereport(ERROR,
-						(errcode(ERRCODE_SYNTAX_ERROR),
-						 errmsg("conflicting or redundant options")));
-			format_given = true;
+			RefuseRepeatedOption(&format_given);
 			if (strcmp(format, "json") == 0)
 				state->format = FORMAT_JSON;
 			else if (strcmp(format, "binary") == 0)
@@ -93,7 +118,7 @@ ParseOptions(List *options, PluginState *state)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("option \"%s\" is not known to the cosmos_sink output plugin", elem->defname),
-					 errhint("The only option is \"format\" ('json' or 'binary').")));
+					 errhint("The options are \"format\" ('json' or 'binary') and \"skip_unchanged\" (a boolean; default: cosmos_sink.skip_unchanged).")));
 	}
 }
 
@@ -105,7 +130,10 @@ PluginStartup(LogicalDecodingContext *ctx, OutputPluginOptions *opt, bool is_ini
 
 	state->context = AllocSetContextCreate(ctx->context, "cosmos_sink change",
 										   ALLOCSET_DEFAULT_SIZES);
+	state->txn_context = AllocSetContextCreate(ctx->context, "cosmos_sink transaction",
+											   ALLOCSET_SMALL_SIZES);
 	state->format = FORMAT_JSON;
+	state->skip_unchanged = SKIP_UNCHANGED_SETTING;
 	if (!is_init)
 		ParseOptions(ctx->output_plugin_options, state);
 	opt->output_type = state->format == FORMAT_BINARY ?
@@ -129,6 +157,8 @@ PluginBegin(LogicalDecodingContext *ctx, ReorderBufferTXN *txn)
 	PluginState *state = ctx->output_plugin_private;
 
 	state->txn_has_records = false;
+	state->txn_resend_relids = NIL;
+	MemoryContextReset(state->txn_context);
 }
 
 /* Commit: the worker needs the end LSN of every transaction it got records of */
@@ -445,6 +475,78 @@ HandleInsert(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *rout
 		EmitUpsert(ctx, txn, route, change->lsn, &row, id, pk);
 }
 
+/*
+ * Whether this session leaves out the unchanged UPDATEs of a table: the
+ * plugin option, else the setting; never for a table whose touches this
+ * transaction marked (resync(), retry_dead_letters(): they must be sent)
+ */
+static bool
+SkipsUnchanged(PluginState *state, Oid relid)
+{
+	bool		on = state->skip_unchanged == SKIP_UNCHANGED_SETTING ?
+		CosmosSinkSkipUnchanged : state->skip_unchanged == SKIP_UNCHANGED_ON;
+
+	return on && !list_member_oid(state->txn_resend_relids, relid);
+}
+
+/*
+ * Whether two values of a column have the same bytes once decompressed
+ * (datum_image_eq: no type's operator runs). A pointer into the TOAST table
+ * is never read during decoding, so it never counts as equal.
+ */
+static bool
+ValuesIdentical(Form_pg_attribute att, RowImage *a, RowImage *b, int idx)
+{
+	if (a->nulls[idx] || b->nulls[idx])
+		return a->nulls[idx] && b->nulls[idx];
+	if (att->attlen == -1 &&
+		(VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(a->values[idx])) ||
+		 VARATT_IS_EXTERNAL_ONDISK(DatumGetPointer(b->values[idx]))))
+		return false;
+	return datum_image_eq(a->values[idx], b->values[idx], att->attbyval, att->attlen);
+}
+
+/*
+ * Whether an UPDATE left every column as it was, so the document would be
+ * the same. Only with the whole old row in WAL (REPLICA IDENTITY FULL); the
+ * new row's unchanged TOASTed values are taken from it first.
+ */
+static bool
+RowUnchanged(RouteInfo *route, Relation rel, RowImage *newrow, RowImage *oldrow)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			i;
+
+	if (!route->old_is_full || !oldrow->present || route->problem != NULL ||
+		ResolveUnchangedToast(route, newrow, oldrow) != NULL)
+		return false;
+	for (i = 0; i < desc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(desc, i);
+
+		if (!att->attisdropped && !ValuesIdentical(att, newrow, oldrow, i))
+			return false;
+	}
+	return true;
+}
+
+/*
+ * An unchanged row's UPDATE: nothing to send. The worker's format gets a
+ * small record so the route's skipped counter moves; the JSON format, whose
+ * readers want changes, gets nothing.
+ */
+static void
+EmitSkipped(LogicalDecodingContext *ctx, RouteInfo *route)
+{
+	PluginState *state = ctx->output_plugin_private;
+
+	if (state->format != FORMAT_BINARY)
+		return;
+	BeginRecord(ctx, route);
+	RecordWriteSkipped(ctx->out, route->route_id);
+	OutputPluginWrite(ctx, true);
+}
+
 /* UPDATE: upsert the new row; if the id or partition key moved, delete the old one first */
 static void
 HandleUpdate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *route,
@@ -458,6 +560,12 @@ HandleUpdate(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, RouteInfo *rout
 			   *old_pk,
 			   *problem;
 
+	if (SkipsUnchanged(ctx->output_plugin_private, route->relid) &&
+		RowUnchanged(route, rel, &newrow, &oldrow))
+	{
+		EmitSkipped(ctx, route);
+		return;
+	}
 	problem = ResolveUnchangedKeys(route, &newrow, &oldrow);
 	if (problem == NULL)
 		problem = RowKeys(route, &newrow, &id, &pk);
@@ -536,6 +644,27 @@ HandleResendDelete(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation 
 	RelationClose(target);
 }
 
+/*
+ * An insert into cosmos_sink.resend_rows (by resync() and
+ * retry_dead_letters(), before their touches; only the extension owner can
+ * write it): the rest of this transaction's UPDATEs of that table are sent
+ * even when they change nothing.
+ */
+static void
+HandleResendRows(LogicalDecodingContext *ctx, Relation rel, ReorderBufferChange *change)
+{
+	PluginState *state = ctx->output_plugin_private;
+	RowImage	row = DeformRow(rel, CompatChangeNewTuple(change));
+	MemoryContext old;
+
+	if (!row.present || RelationGetDescr(rel)->natts != 1 || row.nulls[0])
+		return;
+	old = MemoryContextSwitchTo(state->txn_context);
+	state->txn_resend_relids = list_append_unique_oid(state->txn_resend_relids,
+													  DatumGetObjectId(row.values[0]));
+	MemoryContextSwitchTo(old);
+}
+
 /* Change: route lookup, then one record per change in the per-change context */
 static void
 PluginChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
@@ -545,13 +674,15 @@ PluginChange(LogicalDecodingContext *ctx, ReorderBufferTXN *txn, Relation rel,
 	RouteInfo  *route = RouteCacheLookup(rel);
 	MemoryContext old;
 
-	if (!route->routed && !route->resend_deletes)
+	if (!route->routed && !route->resend_deletes && !route->resend_rows)
 		return;
 	old = MemoryContextSwitchTo(state->context);
-	if (route->resend_deletes)
+	if (route->resend_deletes || route->resend_rows)
 	{
-		if (change->action == REORDER_BUFFER_CHANGE_INSERT)
+		if (change->action == REORDER_BUFFER_CHANGE_INSERT && route->resend_deletes)
 			HandleResendDelete(ctx, txn, rel, change);
+		else if (change->action == REORDER_BUFFER_CHANGE_INSERT)
+			HandleResendRows(ctx, rel, change);
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(state->context);
 		return;

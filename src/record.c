@@ -85,6 +85,14 @@ RecordWriteTruncate(StringInfo out, int32 route_id)
 	pq_sendint32(out, route_id);
 }
 
+/* Write the notice of an unchanged row's UPDATE, which the worker only counts */
+void
+RecordWriteSkipped(StringInfo out, int32 route_id)
+{
+	pq_sendbyte(out, RECORD_SKIPPED);
+	pq_sendint32(out, route_id);
+}
+
 /* Write a route announcement: what the worker needs to send its changes */
 void
 RecordWriteRoute(StringInfo out, int32 route_id, Oid relid, const char *table_name,
@@ -169,6 +177,7 @@ RecordParse(const char *data, Size len, ChangeRecord *rec)
 			rec->body = ReadString(&r, &rec->body_len);
 			break;
 		case RECORD_TRUNCATE:
+		case RECORD_SKIPPED:
 			rec->route_id = (int32) ReadUint32(&r);
 			break;
 		case RECORD_ROUTE:
@@ -229,7 +238,7 @@ RecordAppendJson(StringInfo out, const ChangeRecord *rec)
 		appendStringInfoChar(out, '}');
 		return;
 	}
-	if (rec->kind == RECORD_TRUNCATE)
+	if (rec->kind == RECORD_TRUNCATE || rec->kind == RECORD_SKIPPED)
 	{
 		appendStringInfoChar(out, '}');
 		return;

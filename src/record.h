@@ -19,6 +19,7 @@
 #define RECORD_TRUNCATE 'T'
 #define RECORD_COMMIT	'C'		/* end of a transaction that had records */
 #define RECORD_ROUTE	'R'		/* a route as of this point, before its first change */
+#define RECORD_SKIPPED	'S'		/* an UPDATE that changed nothing: counted, not sent */
 
 /* A parsed binary record; strings point into the record buffer */
 typedef struct ChangeRecord
@@ -53,6 +54,7 @@ extern void RecordEndBody(StringInfo out, int body_start);
 extern void RecordWriteCommit(StringInfo out, XLogRecPtr end_lsn,
 							  TimestampTz commit_time, TransactionId xid);
 extern void RecordWriteTruncate(StringInfo out, int32 route_id);
+extern void RecordWriteSkipped(StringInfo out, int32 route_id);
 extern void RecordWriteRoute(StringInfo out, int32 route_id, Oid relid,
 							 const char *table_name, const char *cosmos_database,
 							 const char *container, const char *pk_columns);

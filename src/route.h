@@ -27,6 +27,7 @@
 #define ROUTE_MAX_PK_COLUMNS 3
 #define ROUTES_TABLE "routes"
 #define RESEND_DELETES_TABLE "resend_deletes"
+#define RESEND_ROWS_TABLE "resend_rows"
 
 /* What the output plugin knows about one relation at the current LSN */
 typedef struct RouteInfo
@@ -35,6 +36,7 @@ typedef struct RouteInfo
 	bool		valid;			/* false after a relcache invalidation */
 	bool		routed;			/* false: not a staging table (now) */
 	bool		resend_deletes;	/* cosmos_sink.resend_deletes itself */
+	bool		resend_rows;	/* cosmos_sink.resend_rows itself */
 	MemoryContext cxt;			/* holds everything below */
 	int32		route_id;
 	char	   *table_name;		/* schema.table */

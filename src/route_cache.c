@@ -43,6 +43,7 @@ static HTAB *RouteHash = NULL;	/* relid -> RouteInfo */
 static HTAB *RouteRows = NULL;	/* relid -> RouteRow */
 static Oid	RoutesOid = InvalidOid;
 static Oid	ResendDeletesOid = InvalidOid;
+static Oid	ResendRowsOid = InvalidOid;
 static bool RoutesLoaded = false;
 static bool CallbackRegistered = false;
 
@@ -158,6 +159,7 @@ LoadRouteRows(void)
 	old = MemoryContextSwitchTo(RouteRowsContext);
 	RoutesOid = RoutesTableOid(true);
 	ResendDeletesOid = ExtensionTableOid(RESEND_DELETES_TABLE);
+	ResendRowsOid = ExtensionTableOid(RESEND_ROWS_TABLE);
 	if (OidIsValid(RoutesOid))
 	{
 		Relation	rel = table_open(RoutesOid, AccessShareLock);
@@ -257,6 +259,7 @@ BuildRouteInfo(RouteInfo *entry, Relation rel)
 	row = hash_search(RouteRows, &entry->relid, HASH_FIND, NULL);
 	entry->routed = row != NULL;
 	entry->resend_deletes = OidIsValid(ResendDeletesOid) && entry->relid == ResendDeletesOid;
+	entry->resend_rows = OidIsValid(ResendRowsOid) && entry->relid == ResendRowsOid;
 	if (row != NULL)
 	{
 		old = MemoryContextSwitchTo(entry->cxt);

@@ -37,6 +37,7 @@ typedef struct RouteStats
 	int64		retries;
 	int64		dead_lettered;
 	int64		truncates;
+	int64		skipped;		/* UPDATEs that changed nothing, not sent */
 	int64		ops_sent;		/* for avg_batch_ops */
 	int64		micro_ru;		/* exact RU total, in millionths */
 	int64		ru_second[STATS_RU_WINDOW];	/* micro-RU per second of time */
@@ -84,6 +85,7 @@ ClearSlot(RouteStats *rs)
 {
 	rs->upserts = rs->deletes = rs->requests = rs->throttled = 0;
 	rs->retries = rs->dead_lettered = rs->truncates = rs->ops_sent = rs->micro_ru = 0;
+	rs->skipped = 0;
 	memset(rs->ru_second, 0, sizeof(rs->ru_second));
 	memset(rs->ru_second_at, 0, sizeof(rs->ru_second_at));
 	memset(rs->latency, 0, sizeof(rs->latency));
@@ -194,6 +196,19 @@ StatsRecordTruncate(int32 route_id, Oid relid)
 	SpinLockRelease(&rs->mutex);
 }
 
+/* Count an UPDATE that changed nothing (not sent: it would cost RU for nothing) */
+void
+StatsRecordSkipped(int32 route_id, Oid relid)
+{
+	RouteStats *rs = SlotFor(route_id, relid);
+
+	if (rs == NULL)
+		return;
+	SpinLockAcquire(&rs->mutex);
+	rs->skipped++;
+	SpinLockRelease(&rs->mutex);
+}
+
 /* Latency at a quantile, in ms: the upper bound of the bucket holding it */
 static double
 LatencyQuantile(const int64 *latency, double q)
@@ -245,8 +260,8 @@ container_stats_internal(PG_FUNCTION_ARGS)
 	for (i = 0; i < STATS_MAX_ROUTES; i++)
 	{
 		RouteStats	snap;
-		Datum		values[16];
-		bool		nulls[16] = {0};
+		Datum		values[17];
+		bool		nulls[17] = {0};
 
 		SpinLockAcquire(&Stats->routes[i].mutex);
 		memcpy(&snap, &Stats->routes[i], sizeof(RouteStats));
@@ -273,6 +288,7 @@ container_stats_internal(PG_FUNCTION_ARGS)
 		values[13] = TimestampTzGetDatum(snap.stats_reset);
 		values[14] = ObjectIdGetDatum(snap.relid);
 		values[15] = Int64GetDatum(snap.truncates);
+		values[16] = Int64GetDatum(snap.skipped);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

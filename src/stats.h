@@ -34,5 +34,6 @@ extern void StatsShmemStartup(void);
 extern void StatsRecordRequest(const RequestStats *rs);
 extern void StatsRecordDeadLetters(int32 route_id, Oid relid, int n);
 extern void StatsRecordTruncate(int32 route_id, Oid relid);
+extern void StatsRecordSkipped(int32 route_id, Oid relid);
 
 #endif							/* COSMOS_SINK_STATS_H */
