@@ -105,6 +105,20 @@ INSERT INTO cosmos_sink.resend_deletes VALUES ('alice.orders', 'not-json', '1'),
                                               ('alice.orders', '["c1"]', 'a/b');
 DELETE FROM cosmos_sink.resend_deletes;
 SELECT * FROM changes();
+-- nor can anyone but the extension owner make an UPDATE that changes nothing
+-- cost a write (cosmos_sink.skip_unchanged leaves it out): the marker table
+-- is closed, a message or a look-alike table in another schema is no marker
+SET ROLE regress_alice;
+INSERT INTO cosmos_sink.resend_rows VALUES (:alice_orders);
+SELECT 'sent' FROM pg_logical_emit_message(true, 'cosmos_sink', 'resend_rows ' || :alice_orders);
+CREATE TABLE alice.resend_rows (staging_table regclass NOT NULL);
+BEGIN;
+INSERT INTO alice.resend_rows VALUES (:alice_orders);
+UPDATE alice.orders SET note = note;
+COMMIT;
+DROP TABLE alice.resend_rows;
+RESET ROLE;
+SELECT * FROM changes();
 
 -- 4. ordinary roles' DDL works in a database with cosmos_sink (the event
 -- triggers run as the extension owner); routed tables are still guarded
