@@ -99,6 +99,7 @@ test('a replay of unchanged rows costs no RU; with the setting off it costs what
 
 test('a changed row in an otherwise unchanged replay is sent, and only it', async () => {
   await sink.pg.query(`UPDATE su_orders SET note = 'changed by the job' WHERE order_id = 42`);
+  await sink.waitCaughtUp();
   const s0 = await stats();
   await proxy.reset();
   // the replay re-emits 1..500 as they were, which changes row 42 back
@@ -106,9 +107,9 @@ test('a changed row in an otherwise unchanged replay is sent, and only it', asyn
   await sink.waitCaughtUp();
   const l = await proxy.ledger();
   const s1 = await stats();
-  assert.equal(s1.upserts - s0.upserts, 2, 'the job\'s change and its reversal');
+  assert.equal(s1.upserts - s0.upserts, 1, 'row 42 changed back');
   assert.equal(s1.skipped - s0.skipped, PER_TXN - 1);
-  assert.equal(l.upserts, 2);
+  assert.equal(l.upserts, 1);
   assert.ok((await sink.verify('su_orders', 'order_id', 'su_orders')).ok);
 });
 
