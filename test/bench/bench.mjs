@@ -15,7 +15,10 @@
 //  (d) the DIY peer (pg_recvlogical + wal2json -> @azure/cosmos bulk, diy-peer.mjs) into both;
 //  (e) commit->ack latency p50/p99 at 5k changes/s offered by the Flink-style JDBC client;
 //  (f) the fault proxy's RU budget mode: share of the budget used, share of requests throttled;
-//  (g) the worker's peak RSS during a 1M-row transaction.
+//  (g) the worker's peak RSS during a 1M-row transaction;
+//  (h) a Flink-style replay of unchanged rows through the RU-charging fault proxy with
+//      cosmos_sink.skip_unchanged on and off, and what comparing old and new rows costs
+//      the plugin's decode rate when every UPDATE does change something.
 // Writes test/bench/BENCHMARKS.md and test/bench/bench.png. Every process it
 // starts is stopped at the end, also on failure or Ctrl-C.
 import { spawn, spawnSync } from 'node:child_process';
@@ -44,7 +47,7 @@ const argv = process.argv.slice(2);
 const flag = (name) => argv.includes(`--${name}`);
 const opt = (name, def) => { const i = argv.indexOf(`--${name}`); return i >= 0 && argv[i + 1] ? argv[i + 1] : def; };
 const QUICK = flag('quick');
-const ONLY = new Set(opt('only', 'a,b,c,d,e,f,g').split(','));
+const ONLY = new Set(opt('only', 'a,b,c,d,e,f,g,h').split(','));
 const OUT = path.resolve(opt('out', path.join(here, 'BENCHMARKS.md')));
 const PNG = path.resolve(opt('png', path.join(here, 'bench.png')));
 const USE_PERF = !flag('no-perf');
@@ -64,6 +67,7 @@ const SIZES = QUICK ? {
   ruSeconds: 10,
   bigRows: 200000,
   capacitySeconds: 3,
+  compareTxns: 200, // (h) transactions of 500 UPDATEs for the comparison's cost
 } : {
   txns: 2000, // ~1M changes
   smallTxns: 2000,
@@ -72,7 +76,10 @@ const SIZES = QUICK ? {
   ruSeconds: 30,
   bigRows: 1000000,
   capacitySeconds: 5,
+  compareTxns: 600,
 };
+const REPLAY_ROWS = 5000; // (h) the issue's replay: 5,000 unchanged rows, 10 transactions of 500
+const COMPARE_ROUNDS = 5; // (h) peeks with skip_unchanged on and off, alternating
 const RATE = 5000; // (e) offered changes/s
 const RU_BUDGET = 40000; // (f) RU/s per container at the fault proxy (~4k ops/s of ~1 KB: well within the emulator's reach)
 const RU_CLIENT = 38000; // (f) cosmos_sink.max_ru_per_second, slightly below the budget
@@ -833,6 +840,111 @@ async function runRuBudget(emu) {
 }
 
 // ---------------------------------------------------------------------------
+// (h) replay of unchanged rows: RU with skip_unchanged on and off, cost of the comparison
+// ---------------------------------------------------------------------------
+
+// Flink's JDBC upsert of keys [1, txns * 500], 500 per transaction, values a
+// function of the key and `version` only: the same version again is a replay
+// that changes nothing; version + 1 changes only the last column (updated_at),
+// so the comparison runs through every column before it finds the difference.
+const REPLAY_PROCEDURE = `CREATE OR REPLACE PROCEDURE bench_upsert(tbl regclass, txns int, payload int, version int)
+LANGUAGE plpgsql AS $$
+BEGIN
+  FOR i IN 0..txns - 1 LOOP
+    EXECUTE replace($q$INSERT INTO TBL AS t (order_id, customer_id, amount, status, payload, updated_at)
+      SELECT k, 'cust-' || (k % 100000), (k % 100000) / 100.0 + 1, 'NEW',
+             substr(repeat(md5(k::text), $3 / 32 + 1), 1, $3), timestamptz '2026-01-01 00:00:00+00' + $2 * interval '1 s'
+        FROM generate_series($1::bigint * 500 + 1, $1::bigint * 500 + 500) k
+      ON CONFLICT (order_id) DO UPDATE SET customer_id = EXCLUDED.customer_id, amount = EXCLUDED.amount,
+        status = EXCLUDED.status, payload = EXCLUDED.payload, updated_at = EXCLUDED.updated_at$q$, 'TBL', tbl::text)
+      USING i, version, payload;
+    COMMIT;
+  END LOOP;
+END $$`;
+
+/** Set cosmos_sink.skip_unchanged and wait until the worker decodes with it (a no-op touch moves the right counter). */
+async function setSkipUnchanged(pg, table, on) {
+  await pg.setConf({ 'cosmos_sink.skip_unchanged': on ? 'on' : 'off' });
+  const counter = on ? 'skipped' : 'upserts';
+  const read = async () => num((await pg.query(`SELECT ${counter} AS n FROM cosmos_sink.container_stats WHERE staging_table = $1::regclass`, [table]))[0].n);
+  const deadline = Date.now() + 30000;
+  for (;;) {
+    const before = await read();
+    await pg.query(`UPDATE ${table} SET amount = amount WHERE order_id = 1`);
+    await waitConfirmed(pg, (await pg.query('SELECT pg_current_wal_lsn() AS l'))[0].l, now(), { timeoutMs: 30000 });
+    if (await read() > before) return;
+    if (Date.now() > deadline) throw new Error(`worker did not take skip_unchanged = ${on}`);
+  }
+}
+
+/** One pass of the replay through the proxy: RU, write requests, seconds, counters moved. */
+async function replayPass(pg, proxy, table, version) {
+  const s0 = (await pg.query('SELECT upserts, skipped FROM cosmos_sink.container_stats WHERE staging_table = $1::regclass', [table]))[0];
+  await proxy.reset();
+  const t0 = now();
+  await pg.query('CALL bench_upsert($1, $2, $3, $4)', [table, REPLAY_ROWS / 500, PAYLOAD_1K, version]);
+  const [{ l }] = await pg.query('SELECT pg_current_wal_lsn() AS l');
+  const done = await waitConfirmed(pg, l, t0, { timeoutMs: 300000 });
+  const ledger = await proxy.ledger();
+  const s1 = (await pg.query('SELECT upserts, skipped FROM cosmos_sink.container_stats WHERE staging_table = $1::regclass', [table]))[0];
+  return { ru: ledger.ru, writeRequests: ledger.writeRequests, upserts: ledger.upserts, seconds: done.seconds,
+    statsUpserts: num(s1.upserts) - num(s0.upserts), statsSkipped: num(s1.skipped) - num(s0.skipped) };
+}
+
+/** Seconds the plugin takes to decode a slot's WAL (peek, count only) with skip_unchanged on or off. */
+async function peekSeconds(pg, slot, on) {
+  return timedCount(pg, `SELECT count(*) AS n FROM pg_logical_slot_peek_binary_changes('${slot}', NULL, NULL,
+    'format', 'binary', 'skip_unchanged', '${on ? 'on' : 'off'}')`);
+}
+
+async function runReplay(emu) {
+  const { startFaultProxy } = await import(path.join(here, '..', 'lib', 'fault-proxy.mjs'));
+  const proxy = await startFaultProxy({ emulator: emu });
+  cleanup.add(() => proxy.stop());
+  const pg = await startBenchPg(proxy.endpoint);
+  try {
+    const table = 'replay_orders';
+    await pg.query(ORDERS_DDL(table));
+    await pg.query(REPLAY_PROCEDURE);
+    await createContainer(emu.endpoint, emu.caFile, 'bench', table, ['/customer_id']);
+    await pg.query(`SELECT cosmos_sink.add_route('${table}', 'bench', '${table}', '{customer_id}')`);
+    log(`(h) replay of ${REPLAY_ROWS} unchanged rows (10 transactions of 500, ~1 KB rows) through the RU-charging fault proxy`);
+    const first = await replayPass(pg, proxy, table, 0);
+    const on = await replayPass(pg, proxy, table, 0);
+    await setSkipUnchanged(pg, table, false);
+    const off = await replayPass(pg, proxy, table, 0);
+    await setSkipUnchanged(pg, table, true);
+    log(`  first pass ${fmtNum(first.ru)} RU; replay with skip_unchanged on ${fmtNum(on.ru)} RU (${on.statsSkipped} skipped), off ${fmtNum(off.ru)} RU`);
+
+    // the comparison's cost: the same WAL of UPDATEs that each change only their last column,
+    // decoded by the plugin with skip_unchanged on (compares, then sends anyway) and off
+    await pg.query('SELECT cosmos_sink.pause()');
+    await waitState(pg, 'paused');
+    await pg.query('CALL bench_upsert($1, $2, $3, $4)', [table, SIZES.compareTxns, PAYLOAD_1K, 0]);
+    await pg.query(`SELECT 'init' FROM pg_create_logical_replication_slot('replay_compare', 'cosmos_sink')`);
+    await pg.query('CALL bench_upsert($1, $2, $3, $4)', [table, SIZES.compareTxns, PAYLOAD_1K, 1]);
+    const rounds = [];
+    for (let i = 0; i < COMPARE_ROUNDS; i++) {
+      const a = await peekSeconds(pg, 'replay_compare', true);
+      const b = await peekSeconds(pg, 'replay_compare', false);
+      rounds.push({ on: a.seconds, off: b.seconds, records: a.count, recordsOff: b.count });
+    }
+    const median = (xs) => [...xs].sort((x, y) => x - y)[Math.floor(xs.length / 2)];
+    const changes = SIZES.compareTxns * 500;
+    const compare = { changes, rounds, onRate: changes / median(rounds.map((r) => r.on)),
+      offRate: changes / median(rounds.map((r) => r.off)) };
+    compare.ratio = compare.onRate / compare.offRate;
+    compare.pairRatios = rounds.map((r) => r.off / r.on);
+    await pg.query(`SELECT pg_drop_replication_slot('replay_compare')`);
+    log(`  comparison: ${fmtNum(compare.onRate)} changes/s with skip_unchanged on, ${fmtNum(compare.offRate)} off (ratio ${compare.ratio.toFixed(3)})`);
+    return { rows: REPLAY_ROWS, first, on, off, compare };
+  } finally {
+    await pg.cleanup();
+    await proxy.stop();
+  }
+}
+
+// ---------------------------------------------------------------------------
 // (g) worker RSS during a 1M-row transaction
 // ---------------------------------------------------------------------------
 
@@ -978,7 +1090,7 @@ async function main() {
   }
 
   // (c) (d) into the emulator, (f) through the fault proxy in front of it
-  if (ONLY.has('c') || ONLY.has('f')) {
+  if (ONLY.has('c') || ONLY.has('f') || ONLY.has('h')) {
     const emu = await startEmulator({ certs });
     cleanup.add(() => emu.stop());
     if (ONLY.has('c')) {
@@ -991,6 +1103,7 @@ async function main() {
       }
     }
     if (ONLY.has('f')) R.ru = await runRuBudget(emu);
+    if (ONLY.has('h')) R.replay = await runReplay(emu);
     await emu.stop();
   }
 

@@ -207,6 +207,26 @@ export function report(R, { png }) {
     L.push(`| ${f(u.ruPerSecond)} | **${pct(u.used, 1)}** | ${f(u.writeRequests)} | ${f(u.throttled)} | **${pct(u.throttledShare, 2)}** | ${u.seconds.toFixed(1)} | ${f(u.workerRu)} |`, '');
   }
 
+  // ---- replay of unchanged rows ----
+  if (R.replay) {
+    const r = R.replay;
+    const c = r.compare;
+    L.push('## Replay of unchanged rows (cosmos_sink.skip_unchanged)', '');
+    L.push(`A Flink-style replay after a restore: the same ${f(r.rows)} ~1 KB rows upserted again with the same values, `
+      + '10 transactions of 500, through the fault proxy, which charges 10 RU per started KiB of each upsert. '
+      + 'Three passes in one run: the first (the rows are new), the replay with the setting on (the default), the replay with it off.', '');
+    L.push('| pass | RU charged | write requests | upserts applied | counted skipped | seconds to confirmed |', '|---|---|---|---|---|---|');
+    for (const [name, p] of [['first pass', r.first], ['**replay, skip_unchanged on**', r.on], ['replay, skip_unchanged off', r.off]]) {
+      L.push(`| ${name} | **${f(p.ru)}** | ${f(p.writeRequests)} | ${f(p.upserts)} | ${f(p.statsSkipped)} | ${p.seconds.toFixed(2)} |`);
+    }
+    L.push('');
+    L.push(`What the comparison costs when it finds a difference: ${f(c.changes)} UPDATEs that each change only their last column `
+      + '(the comparison reads every column before it finds the difference, then the document is built anyway), decoded by the plugin '
+      + `(\`pg_logical_slot_peek_binary_changes\`, count only) with \`skip_unchanged\` on and off, alternating, ${c.rounds.length} times each; median rates:`, '');
+    L.push('| skip_unchanged on | off | **on ÷ off** | per-round off÷on time ratios |', '|---|---|---|---|');
+    L.push(`| ${k(c.onRate)}/s | ${k(c.offRate)}/s | **${c.ratio.toFixed(3)}** | ${c.pairRatios.map((x) => x.toFixed(2)).join(', ')} |`, '');
+  }
+
   // ---- memory ----
   if (R.big) {
     const b = R.big;
