@@ -76,10 +76,10 @@ const SIZES = QUICK ? {
   ruSeconds: 30,
   bigRows: 1000000,
   capacitySeconds: 5,
-  compareTxns: 600,
+  compareTxns: 400,
 };
 const REPLAY_ROWS = 5000; // (h) the replay: 5,000 unchanged rows, 10 transactions of 500
-const COMPARE_ROUNDS = 9; // (h) peeks with skip_unchanged on and off, alternating (ABBA: neither always goes first)
+const COMPARE_ROUNDS = 15; // (h) peeks with skip_unchanged on and off, alternating (ABBA: neither always goes first)
 const RATE = 5000; // (e) offered changes/s
 const RU_BUDGET = 40000; // (f) RU/s per container at the fault proxy (~4k ops/s of ~1 KB: well within the emulator's reach)
 const RU_CLIENT = 38000; // (f) cosmos_sink.max_ru_per_second, slightly below the budget
