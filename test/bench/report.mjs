@@ -291,7 +291,7 @@ export function report(R, { png }) {
   L.push('## Running it', '');
   L.push('```sh', `sudo test/bench/run            # full run (${(R.totalSeconds / 60).toFixed(0)} min here; sized for ≤ 20 min on 2 cores); rewrites test/bench/BENCHMARKS.md and test/bench/bench.png`,
     'sudo test/bench/run --quick    # ~3 min smoke version (small workloads)',
-    'sudo test/bench/run --only a,b # subsets: a decode, b null endpoint, c emulator, d DIY peer, e latency, f RU budget, g big transaction',
+    'sudo test/bench/run --only a,b # subsets: a decode, b null endpoint, c emulator, d DIY peer, e latency, f RU budget, g big transaction, h replay of unchanged rows',
     'sudo test/bench/run --wait-quiet 300   # first wait (up to 300 s) until other processes leave the cores alone',
     'sudo test/bench/run --only b --workloads hi --conf cosmos_sink.max_in_flight=64   # quick what-if on one workload (writes BENCHMARKS.md: use --out)',
     'sudo test/bench/run --only b --builds before=HEAD~1,after=HEAD   # the same WAL through other builds (git rev, rev:patch or folder): before/after ratios',
