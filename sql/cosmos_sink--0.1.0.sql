@@ -18,6 +18,14 @@ CREATE TABLE routes (
     key_types       text[]          -- types of the id and partition key columns, as routed
 ) WITH (user_catalog_table = true);
 SELECT pg_catalog.pg_extension_config_dump('routes', '');
+
+-- Route ids start above every id this server's worker may still know (after
+-- DROP EXTENSION and CREATE EXTENSION while it runs): it keeps routes by id
+CREATE FUNCTION route_id_floor() RETURNS integer
+AS 'MODULE_PATHNAME', 'route_id_floor' LANGUAGE C;
+REVOKE ALL ON FUNCTION route_id_floor() FROM PUBLIC;
+SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.routes', 'route_id'),
+                         @extschema@.route_id_floor(), false);
 REVOKE ALL ON routes FROM PUBLIC;
 GRANT SELECT ON routes TO pg_monitor;
 

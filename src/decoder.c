@@ -91,6 +91,7 @@ DecoderWrite(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId xid, boo
 	switch (rec.kind)
 	{
 		case RECORD_ROUTE:
+			StatusNoteRouteId(rec.route_id);
 			BatchRoute(&rec);
 			break;
 		case RECORD_UPSERT:

@@ -32,6 +32,7 @@
 #include "document.h"
 #include "route.h"
 #include "slot_guard.h"
+#include "status.h"
 
 PG_FUNCTION_INFO_V1(add_route);
 PG_FUNCTION_INFO_V1(add_route_text);
@@ -328,6 +329,7 @@ InsertRoute(Oid relid, const char *db, const char *container, Datum pkarray,
 			const char *id_column)
 {
 	Datum		result;
+	bool		isnull;
 
 	SPI_connect();
 	/* key_types: what the DDL guard keeps from changing */
@@ -344,6 +346,7 @@ InsertRoute(Oid relid, const char *db, const char *container, Datum pkarray,
 							  CStringGetTextDatum(id_column)},
 							  NULL, false, 1) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert into cosmos_sink.routes");
+	StatusNoteRouteId(DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)));
 	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
 	SPI_finish();
 	return result;

@@ -21,6 +21,7 @@
 #include "stats.h"
 #include "status.h"
 
+PG_FUNCTION_INFO_V1(route_id_floor);
 PG_FUNCTION_INFO_V1(worker_status);
 PG_FUNCTION_INFO_V1(pause_forwarding);
 PG_FUNCTION_INFO_V1(resume_forwarding);
@@ -113,6 +114,36 @@ StatusClearError(void)
 	SpinLockAcquire(&CosmosSinkState->mutex);
 	CosmosSinkState->last_error[0] = '\0';
 	SpinLockRelease(&CosmosSinkState->mutex);
+}
+
+/*
+ * Remember the highest route id added or decoded since the server started:
+ * route ids of a new CREATE EXTENSION start above it (route_id_floor()), so
+ * a worker that still knows the old routes by id never mistakes a new one.
+ */
+void
+StatusNoteRouteId(int32 route_id)
+{
+	if (CosmosSinkState == NULL)
+		return;
+	SpinLockAcquire(&CosmosSinkState->mutex);
+	CosmosSinkState->highest_route_id = Max(CosmosSinkState->highest_route_id, route_id);
+	SpinLockRelease(&CosmosSinkState->mutex);
+}
+
+/* SQL: the first route id a new routes table may use (see StatusNoteRouteId) */
+Datum
+route_id_floor(PG_FUNCTION_ARGS)
+{
+	int32		highest = 0;
+
+	if (CosmosSinkState != NULL)
+	{
+		SpinLockAcquire(&CosmosSinkState->mutex);
+		highest = CosmosSinkState->highest_route_id;
+		SpinLockRelease(&CosmosSinkState->mutex);
+	}
+	PG_RETURN_INT32(highest + 1);
 }
 
 /* Whether pause() is in effect */

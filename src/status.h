@@ -41,6 +41,7 @@ typedef struct CosmosSinkShared
 	int			in_flight;
 	char		last_error[STATUS_ERROR_LEN];
 	TimestampTz last_error_at;
+	int32		highest_route_id;	/* added or decoded since the server started */
 } CosmosSinkShared;
 
 extern CosmosSinkShared *CosmosSinkState;
@@ -49,6 +50,7 @@ extern void StatusSetState(WorkerState state);
 extern void StatusSetError(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void StatusClearError(void);
 extern bool StatusPaused(void);
+extern void StatusNoteRouteId(int32 route_id);
 extern const char *WorkerStateName(WorkerState state);
 
 #endif							/* COSMOS_SINK_STATUS_H */
