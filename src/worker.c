@@ -37,6 +37,7 @@
 #include "slot_guard.h"
 #include "status.h"
 #include "subxact.h"
+#include "sweep.h"
 
 #define WORKER_RETRY_MS		5000	/* after a configuration problem */
 #define SLOT_SAVE_MS		1000	/* how often a moved confirmed LSN is saved (bounds replay after a crash) */
@@ -344,7 +345,12 @@ CompleteRequests(long timeout_ms)
 	int			i;
 
 	for (i = 0; i < n; i++)
-		BatchComplete(done[i]);
+	{
+		if (SweepOwns(done[i]))
+			SweepComplete(done[i]);	/* a listing request of recover()'s sweep */
+		else
+			BatchComplete(done[i]);
+	}
 	return n;
 }
 
@@ -589,6 +595,8 @@ WorkerTurn(void)
 		FlushDeadLetters();
 	if (forwarding && DecoderActive())
 		ResyncStep();
+	if (forwarding && DecoderActive())
+		SweepStep(BatchPendingBytes() <= BufferBytes() / 2);
 	if (DecoderActive())
 		AdvanceConfirmed(true);
 	PublishProgress();
