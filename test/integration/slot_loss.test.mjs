@@ -158,7 +158,7 @@ test('a slot dropped while forwarding is off stops the worker until recover()', 
   // and the stream goes on from the new slot
   await sink.pg.query(`INSERT INTO lost_orders SELECT g, 'c' || g % 7, 'after' FROM generate_series(151, 160) g`);
   await sink.waitCaughtUp();
-  assert.equal(await docCount('lost_orders'), 160);
+  assert.equal(await docCount('lost_orders'), 160 - 22, 'every row but the 22 deleted in the gap');
 });
 
 test('a slot made again by hand is refused too', async () => {
