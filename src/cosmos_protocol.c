@@ -9,10 +9,12 @@
 #include <limits.h>
 #include <math.h>
 
+#include "catalog/pg_type.h"
 #include "common/jsonapi.h"
 #include "common/string.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -2000,4 +2002,59 @@ cosmos_test_error_message(PG_FUNCTION_ARGS)
 
 	PG_RETURN_TEXT_P(cstring_to_text(CosmosErrorMessage(VARDATA_ANY(body),
 														VARSIZE_ANY_EXHDR(body))));
+}
+
+PG_FUNCTION_INFO_V1(cosmos_test_list_query);
+
+/* list_query(columns text[]) -> the body of the sweep's listing query */
+Datum
+cosmos_test_list_query(PG_FUNCTION_ARGS)
+{
+	ArrayType  *array = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *values;
+	bool	   *nulls;
+	int			n;
+	const char *columns[COSMOS_MAX_PK_PATHS];
+	StringInfoData out;
+
+	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &values, &nulls, &n);
+	if (n < 1 || n > COSMOS_MAX_PK_PATHS)
+		elog(ERROR, "1 to %d columns", COSMOS_MAX_PK_PATHS);
+	for (int i = 0; i < n; i++)
+		columns[i] = TextDatumGetCString(values[i]);
+	initStringInfo(&out);
+	CosmosListQueryBody(&out, columns, n);
+	PG_RETURN_TEXT_P(cstring_to_text(out.data));
+}
+
+PG_FUNCTION_INFO_V1(cosmos_test_parse_list);
+
+/* parse_list(page, npk, max_docs) -> "id <key>" or "skipped: <why>" per document, or "error: ..." */
+Datum
+cosmos_test_parse_list(PG_FUNCTION_ARGS)
+{
+	text	   *body = PG_GETARG_TEXT_PP(0);
+	CosmosListedDoc *docs;
+	int			ndocs;
+	char	   *problem;
+	StringInfoData out;
+
+	if (PG_GETARG_INT32(1) < 1 || PG_GETARG_INT32(1) > COSMOS_MAX_PK_PATHS)
+		elog(ERROR, "1 to %d partition key columns", COSMOS_MAX_PK_PATHS);
+	initStringInfo(&out);
+	if (!CosmosParseListPage(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), PG_GETARG_INT32(1),
+							 PG_GETARG_INT32(2), &docs, &ndocs, &problem))
+		appendStringInfo(&out, "error: %s", problem);
+	else
+	{
+		appendStringInfo(&out, "%d documents", ndocs);
+		for (int i = 0; i < ndocs; i++)
+		{
+			if (docs[i].problem != NULL)
+				appendStringInfo(&out, "\nskipped: %s", docs[i].problem);
+			else
+				appendStringInfo(&out, "\n%s %s", docs[i].id, docs[i].pk_json);
+		}
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }
