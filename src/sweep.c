@@ -57,17 +57,19 @@ typedef enum SweepPhase
 typedef struct Sweep
 {
 	SweepPhase	phase;
-	MemoryContext memory;		/* everything below; reset when the sweep ends */
+	MemoryContext memory;		/* the sweep's route; reset when the sweep ends */
+	MemoryContext ranges_memory;	/* the ranges; reset when they are read again */
+	MemoryContext page_memory;	/* the page received, its request; reset after each */
 	Oid			relid;			/* the table whose resyncs row tracks the sweep */
 	char	   *table_name;
 	SinkRoute	target;			/* path, resource_link and partition key columns */
 	CosmosPkRange *ranges;
 	int			nranges;
 	int			range;			/* index of the range being listed */
-	char	   *continuation;	/* next page of that range, NULL for its first */
+	char		continuation[HTTP_MAX_CONTINUATION + 1];	/* next page of that range; "" for its first */
 	CosmosListedDoc *docs;		/* the page received */
 	int			ndocs;
-	char	   *page_continuation;	/* what the page said comes next, NULL: range done */
+	char		page_continuation[HTTP_MAX_CONTINUATION + 1];	/* what the page said comes next; "": range done */
 	int			failures;		/* in a row */
 	char	   *failure;		/* why it failed for good (SWEEP_FAILING) */
 	TimestampTz next_at;		/* nothing before this (pacing, backoff) */
@@ -99,16 +101,18 @@ SweepBackoffMs(void)
 	return ms / 2 + (long) (pg_prng_double(&pg_global_prng_state) * (ms / 2));
 }
 
-/* Run one statement on the sweep's resyncs row ($1 its table, $2 a note), in its own transaction */
+/* Set the sweep's state in its resyncs row (unless recover() asked again meanwhile), in a transaction of its own */
 static void
-SweepRecord(const char *sql, const char *note)
+SweepRecord(const char *state)
 {
 	DecoderBeforeSql();
 	StartTransactionCommand();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	SPI_execute_with_args(sql, 2, (Oid[]) {OIDOID, TEXTOID},
-						  (Datum[]) {ObjectIdGetDatum(S.relid), CStringGetTextDatum(note)},
+	SPI_execute_with_args("UPDATE " COSMOS_SINK_SCHEMA ".resyncs SET sweep = $2"
+						  " WHERE staging_table = $1 AND sweep = 'running'",
+						  2, (Oid[]) {OIDOID, TEXTOID},
+						  (Datum[]) {ObjectIdGetDatum(S.relid), CStringGetTextDatum(state)},
 						  NULL, false, 0);
 	PopActiveSnapshot();
 	SPI_finish();
@@ -124,12 +128,14 @@ SweepForget(void)
 	if (S.target.resource_link)
 		pfree(S.target.resource_link);
 	MemoryContextReset(S.memory);
+	MemoryContextReset(S.ranges_memory);
+	MemoryContextReset(S.page_memory);
 	memset(&S.target, 0, sizeof(S.target));
 	S.phase = SWEEP_IDLE;
 	S.ranges = NULL;
-	S.continuation = NULL;
+	S.continuation[0] = '\0';
 	S.docs = NULL;
-	S.page_continuation = NULL;
+	S.page_continuation[0] = '\0';
 	S.failure = NULL;
 	S.table_name = NULL;
 	S.failures = 0;
@@ -144,8 +150,7 @@ SweepFailed(const char *reason)
 			 errhint("Documents whose rows are gone may remain; fix the cause, then "
 					 "UPDATE cosmos_sink.resyncs SET sweep = 'pending' WHERE staging_table = '%s'::regclass.",
 					 S.table_name)));
-	SweepRecord("UPDATE " COSMOS_SINK_SCHEMA ".resyncs SET sweep = 'failed: ' || $2"
-				" WHERE staging_table = $1::regclass AND sweep = 'running'", reason);
+	SweepRecord(psprintf("failed: %s", reason));
 	SweepForget();
 }
 
@@ -154,8 +159,7 @@ static void
 SweepDone(void)
 {
 	ereport(LOG, (errmsg("cosmos_sink: sweep of %s done", S.table_name)));
-	SweepRecord("UPDATE " COSMOS_SINK_SCHEMA ".resyncs SET sweep = 'done'"
-				" WHERE staging_table = $1::regclass AND sweep = 'running' AND $2 = ''", "");
+	SweepRecord("done");
 	SweepForget();
 }
 
@@ -165,9 +169,10 @@ SweepRestart(void)
 {
 	S.phase = SWEEP_NEED_RANGES;
 	S.range = 0;
-	S.continuation = NULL;
+	S.continuation[0] = '\0';
 	S.ranges = NULL;
 	S.nranges = 0;
+	MemoryContextReset(S.ranges_memory);
 }
 
 /* Copy the text of column col of the first row into the sweep's memory (NULL stays NULL) */
@@ -210,7 +215,13 @@ SweepLoad(void)
 	S.target.npk = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull));
 	found = !isnull && S.target.npk >= 1 && S.target.npk <= COSMOS_MAX_PK_PATHS;
 	for (int i = 0; found && i < S.target.npk; i++)
-		strlcpy(S.target.pk_columns[i], SweepValue(6 + i), NAMEDATALEN);
+	{
+		char	   *column = SweepValue(6 + i);
+
+		found = column != NULL;
+		if (found)
+			strlcpy(S.target.pk_columns[i], column, NAMEDATALEN);
+	}
 	/* counts start again with the listing; the deletes asked for stay counted */
 	SPI_execute_with_args(found ?
 						  "UPDATE " COSMOS_SINK_SCHEMA ".resyncs SET sweep = 'running', docs_checked = 0"
@@ -261,14 +272,17 @@ SweepAskPage(void)
 {
 	StringInfoData body;
 	const char *columns[COSMOS_MAX_PK_PATHS];
-	MemoryContext old = MemoryContextSwitchTo(S.memory);
+	MemoryContext old;
 
+	/* nothing of an earlier page or request is left: the memory holds one at a time */
+	MemoryContextReset(S.page_memory);
+	old = MemoryContextSwitchTo(S.page_memory);
 	for (int i = 0; i < S.target.npk; i++)
 		columns[i] = S.target.pk_columns[i];
 	initStringInfo(&body);
 	CosmosListQueryBody(&body, columns, S.target.npk);
 	SweepSubmit(CosmosQueryRequest(&S.target, body.data, body.len, S.ranges[S.range].id,
-								   S.continuation, SWEEP_PAGE_ITEMS));
+								   S.continuation[0] ? S.continuation : NULL, SWEEP_PAGE_ITEMS));
 	MemoryContextSwitchTo(old);
 }
 
@@ -294,7 +308,8 @@ SweepTakePage(HttpRequest *http)
 	if (!CosmosParseListPage(http->response ? http->response : "", http->response_len,
 							 S.target.npk, SWEEP_PAGE_ITEMS, &S.docs, &S.ndocs, &problem))
 		return problem;
-	S.page_continuation = http->continuation ? pstrdup(http->continuation) : NULL;
+	strlcpy(S.page_continuation, http->continuation ? http->continuation : "",
+			sizeof(S.page_continuation));
 	return NULL;
 }
 
@@ -303,14 +318,18 @@ static char *
 SweepTakeRanges(HttpRequest *http)
 {
 	char	   *problem = NULL;
+	MemoryContext old = MemoryContextSwitchTo(S.ranges_memory);
+	bool		parsed = CosmosParsePkRanges(http->response ? http->response : "",
+											 http->response_len, &S.ranges, &S.nranges,
+											 &problem);
 
-	if (!CosmosParsePkRanges(http->response ? http->response : "", http->response_len,
-							 &S.ranges, &S.nranges, &problem))
+	MemoryContextSwitchTo(old);
+	if (!parsed)
 		return problem;
 	if (S.nranges == 0)
 		return pstrdup("the container has no partition key ranges");
 	S.range = 0;
-	S.continuation = NULL;
+	S.continuation[0] = '\0';
 	return NULL;
 }
 
@@ -356,7 +375,7 @@ SweepRequestFailed(HttpRequest *http, SweepPhase retry_phase)
 void
 SweepComplete(HttpRequest *http)
 {
-	MemoryContext old = MemoryContextSwitchTo(S.memory);
+	MemoryContext old = MemoryContextSwitchTo(S.page_memory);
 	bool		ranges = S.ranges == NULL;
 	char	   *problem = NULL;
 
@@ -433,12 +452,13 @@ static void
 SweepAdvance(void)
 {
 	S.failures = 0;
-	S.continuation = S.page_continuation;
-	S.page_continuation = NULL;
+	strlcpy(S.continuation, S.page_continuation, sizeof(S.continuation));
+	S.page_continuation[0] = '\0';
 	S.docs = NULL;
 	S.ndocs = 0;
+	MemoryContextReset(S.page_memory);	/* memory holds one page at a time */
 	S.phase = SWEEP_LISTING;
-	if (S.continuation == NULL && ++S.range >= S.nranges)
+	if (S.continuation[0] == '\0' && ++S.range >= S.nranges)
 		SweepDone();
 	else
 		SweepWait(SWEEP_PAGE_GAP_MS);
@@ -459,7 +479,7 @@ SweepApplyPage(void)
 	if (edata != NULL)
 		disable_timeout(STATEMENT_TIMEOUT, false);
 	else if (state != NULL)
-		state = MemoryContextStrdup(S.memory, state);
+		state = MemoryContextStrdup(S.page_memory, state);
 	PopActiveSnapshot();
 	SPI_finish();
 	CommitTransactionCommand();
@@ -495,8 +515,15 @@ SweepStep(bool room)
 	static TimestampTz next_look = 0;
 
 	if (S.memory == NULL)
+	{
 		S.memory = AllocSetContextCreate(TopMemoryContext, "cosmos_sink sweep",
-										 ALLOCSET_DEFAULT_SIZES);
+										 ALLOCSET_SMALL_SIZES);
+		/* siblings, not children: resetting one leaves the others */
+		S.ranges_memory = AllocSetContextCreate(TopMemoryContext, "cosmos_sink sweep ranges",
+												ALLOCSET_SMALL_SIZES);
+		S.page_memory = AllocSetContextCreate(TopMemoryContext, "cosmos_sink sweep page",
+											  ALLOCSET_DEFAULT_SIZES);
+	}
 	if (S.phase == SWEEP_WAITING ||
 		(S.phase != SWEEP_FAILING && GetCurrentTimestamp() < S.next_at))
 		return;
