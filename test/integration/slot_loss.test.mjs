@@ -11,6 +11,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { upsertDocuments } from '../lib/emulator.mjs';
+import { startFaultProxy } from '../lib/fault-proxy.mjs';
 import { startSink } from '../lib/sink.mjs';
 import { sleep, waitFor } from '../lib/util.mjs';
 import { verifyContainer } from '../lib/verify.mjs';
@@ -198,4 +199,50 @@ test('a restart keeps the slot trusted: no false alarm', async () => {
   assert.equal(st.last_error, null);
   const r = await sink.verify('lost_orders', 'order_id', 'lost_orders');
   assert.ok(r.ok, String(r));
+});
+
+// The sweep pages (200 documents a page, x-ms-continuation), lists each of
+// the container's partition key ranges (the emulator ignores the range id and
+// answers the whole container for each: the check is idempotent, so the
+// result is the same), and rides out 503s, 429s and 410s (which restart the
+// listing with fresh ranges); every request is signed as the service checks.
+test('the sweep lists page by page and range by range, through a faulty endpoint', async () => {
+  const proxy = await startFaultProxy({ emulator: sink.emu });
+  try {
+    await sink.pg.setConf({ 'cosmos_sink.endpoint': proxy.endpoint, 'cosmos_sink.ca_file': proxy.caFile });
+    await sink.pg.query('CREATE TABLE swept_many (id int PRIMARY KEY, k text NOT NULL)');
+    await sink.route('swept_many', 'swept_many', 'k');
+    await sink.pg.query(`INSERT INTO swept_many SELECT g, 'k' || g % 13 FROM generate_series(1, 500) g`);
+    await sink.waitCaughtUp();
+    assert.equal(await docCount('swept_many'), 500);
+
+    await disableForwarding();
+    await sink.pg.query("SELECT pg_drop_replication_slot('cosmos_sink')");
+    await sink.pg.query('DELETE FROM swept_many WHERE id % 3 = 0');
+    await sink.pg.setConf({ 'cosmos_sink.enabled': null });
+    await expectLostState('swept_many', 500);
+
+    await proxy.set({ pkRanges: 4, faultKinds: ['other', 'pkranges'], seed: 5,
+      errorRate: { 503: 0.15, 410: 0.03 }, throttleRate: 0.1 });
+    const since = (await proxy.requests({ limit: 1 })).at(-1)?.seq ?? 0;
+    await sink.pg.query('SELECT cosmos_sink.recover()');
+    await waitRecovered();
+    const r = await sink.verify('swept_many', 'id', 'swept_many');
+    assert.ok(r.ok, String(r));
+    assert.equal(r.actualCount, 334);
+    const [row] = await sink.pg.query(
+      "SELECT sweep, docs_checked::int, docs_deleted::int FROM cosmos_sink.resyncs WHERE staging_table = 'swept_many'::regclass");
+    assert.equal(row.sweep, 'done');
+    assert.ok(row.docs_deleted >= 166, JSON.stringify(row));
+    // pages of at most 200, over the 4 ranges, faults answered and retried
+    const queries = (await proxy.requests({ since, kind: 'other' })).filter((q) => q.method === 'POST');
+    assert.ok(queries.length >= 4 * 3, `${queries.length} listing requests`);
+    assert.ok(queries.some((q) => q.status === 503 || q.status === 429), 'faults were injected and retried');
+    const answered = queries.filter((q) => q.status === 200).length;
+    assert.ok(answered >= 4 * 3, `${answered} pages answered`);
+  } finally {
+    await proxy.clear();
+    await sink.pg.setConf({ 'cosmos_sink.endpoint': sink.emu.endpoint, 'cosmos_sink.ca_file': sink.emu.caFile });
+    await proxy.stop();
+  }
 });
