@@ -1003,9 +1003,8 @@ SELECT w.state,
        w.worker_pid,
        w.slot_name,
        s.confirmed_flush_lsn AS confirmed_lsn,
-       pg_catalog.pg_current_wal_lsn() AS current_lsn,
-       COALESCE(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(),
-                                           s.confirmed_flush_lsn), 0)::bigint AS lag_bytes,
+       x.current_lsn,
+       COALESCE(pg_catalog.pg_wal_lsn_diff(x.current_lsn, s.confirmed_flush_lsn), 0)::bigint AS lag_bytes,
        COALESCE(extract(epoch FROM pg_catalog.now() - w.oldest_unacked_commit), 0)::float8
          AS lag_seconds,
        w.last_ack_at,
@@ -1028,6 +1027,10 @@ SELECT w.state,
          WHERE r.finished_at IS NULL OR r.note LIKE 'failed:%'
             OR r.sweep IN ('pending', 'running') OR r.sweep LIKE 'failed:%') AS resync_progress
   FROM worker_status() w
+  -- on a standby (read-only), the WAL replayed so far
+  CROSS JOIN LATERAL (SELECT CASE WHEN pg_catalog.pg_is_in_recovery()
+                                  THEN pg_catalog.pg_last_wal_replay_lsn()
+                                  ELSE pg_catalog.pg_current_wal_lsn() END AS current_lsn) x
   LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = w.slot_name;
 GRANT SELECT ON status TO pg_monitor;
 

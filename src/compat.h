@@ -66,11 +66,29 @@
 	OutputPluginUpdateProgress((ctx), (skipped))
 
 /* Whether a replication slot was invalidated (its WAL is gone) */
-/* A slot copied from a primary by slot synchronisation (17 and later) */
+/*
+ * Failover slots (17 and later): a slot copied from a primary by slot
+ * synchronisation, whether a slot is a failover slot, changing that, and
+ * whether the standbys of synchronized_standby_slots have received WAL up to
+ * an LSN. Before 17 there are none: never synced, never failover, no wait.
+ */
 #if PG_VERSION_NUM >= 170000
 #define CompatSlotSynced(slot) ((slot)->data.synced)
+#define CompatSlotFailover(slot) ((slot)->data.failover)
+#define CompatStandbysHaveWal(lsn) StandbySlotsHaveCaughtup((lsn), DEBUG1)
+#define CompatStandbySlotsSetting() (synchronized_standby_slots)
 #else
 #define CompatSlotSynced(slot) false
+#define CompatSlotFailover(slot) false
+#define CompatStandbysHaveWal(lsn) true
+#define CompatStandbySlotsSetting() ""
+#endif
+#if PG_VERSION_NUM >= 180000
+#define CompatSlotAlterFailover(name, failover) ReplicationSlotAlter((name), &(failover), NULL)
+#elif PG_VERSION_NUM >= 170000
+#define CompatSlotAlterFailover(name, failover) ReplicationSlotAlter((name), (failover))
+#else
+#define CompatSlotAlterFailover(name, failover) ((void) (name), (void) (failover))
 #endif
 
 #if PG_VERSION_NUM >= 160000

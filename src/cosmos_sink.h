@@ -16,6 +16,7 @@
 extern char *CosmosSinkDatabase;
 extern char *CosmosSinkSlotName;
 extern bool CosmosSinkEnabled;
+extern bool CosmosSinkFailoverSlot;
 extern char *CosmosSinkEndpoint;
 extern char *CosmosSinkKeyFile;
 extern char *CosmosSinkAadTokenFile;

@@ -14,10 +14,14 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "nodes/makefuncs.h"
+#include "pgstat.h"
+#include "postmaster/interrupt.h"
 #include "replication/decode.h"
 #include "replication/logical.h"
 #include "replication/slot.h"
+#include "storage/latch.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/inval.h"
 #include "utils/memutils.h"
 #include "utils/resowner.h"
@@ -28,8 +32,10 @@
 #include "compat.h"
 #include "cosmos_sink.h"
 #include "decoder.h"
-#include "slot_guard.h"
 #include "record.h"
+#include "slot_guard.h"
+#include "status.h"
+#include "subxact.h"
 
 static LogicalDecodingContext *Ctx = NULL;
 static ResourceOwner DecodeOwner = NULL;
@@ -43,6 +49,7 @@ static bool CachesCurrent = true;	/* caches may hold entries built by SQL since 
 
 /* Largest record buffer kept between records: room for any document that can be sent */
 #define RECORD_BUFFER_KEEP_BYTES (4 * 1024 * 1024)
+#define STANDBY_WAIT_MS		100	/* how often a wait for the standbys looks again */
 
 /*
  * Plugin output starts a record: reset the buffer, giving back the memory a
@@ -110,6 +117,40 @@ DecoderUpdateProgress(LogicalDecodingContext *ctx, XLogRecPtr lsn, TransactionId
 {
 }
 
+/* Subtransaction step: make the slot a failover slot or not, as the setting says */
+static void
+AlterFailoverStep(void *arg)
+{
+	CompatSlotAlterFailover(CosmosSinkSlotName, CosmosSinkFailoverSlot);
+}
+
+/*
+ * Bring an existing slot in line with cosmos_sink.failover_slot (17 and
+ * later), so a slot made before the setting (or before an upgrade) reaches
+ * the standbys too. A failure is a warning: decoding goes on.
+ */
+static void
+ApplyFailoverSetting(const SlotFacts *facts)
+{
+	ErrorData  *edata;
+
+	if (!COMPAT_SLOT_FAILOVER_SUPPORTED || !facts->exists || facts->synced ||
+		facts->failover == CosmosSinkFailoverSlot)
+		return;
+	StartTransactionCommand();
+	edata = RunInSubtransaction(AlterFailoverStep, NULL);
+	CommitTransactionCommand();
+	if (edata != NULL)
+		ereport(WARNING,
+				(errmsg("cosmos_sink: could not make replication slot \"%s\" %s: %s",
+						CosmosSinkSlotName, CosmosSinkFailoverSlot ? "a failover slot" : "a plain slot",
+						edata->message)));
+	else
+		ereport(LOG,
+				(errmsg("cosmos_sink: replication slot \"%s\" is now %s", CosmosSinkSlotName,
+						CosmosSinkFailoverSlot ? "a failover slot (synchronised to standbys)" : "a plain slot")));
+}
+
 /* Whether the slot is ours to use now; false with a problem, or with none while no route made it yet */
 static bool
 SlotUsable(char **problem)
@@ -130,7 +171,10 @@ SlotUsable(char **problem)
 							CosmosSinkSlotName, facts.active_pid);
 		return false;
 	}
-	return SlotGuardVerify(&facts, problem) == SLOT_OURS;
+	if (SlotGuardVerify(&facts, problem) != SLOT_OURS)
+		return false;
+	ApplyFailoverSetting(&facts);
+	return true;
 }
 
 /*
@@ -184,6 +228,46 @@ DecoderActive(void)
 }
 
 /*
+ * The standby comes first: a change of a failover slot is decoded only once
+ * every standby of synchronized_standby_slots has received its WAL (as
+ * PostgreSQL's walsender and SQL functions wait), so a failover never finds
+ * in Cosmos DB a change the promoted standby does not have. Meanwhile the
+ * requests already sent are settled; the wait shows in last_error.
+ */
+static void
+WaitForStandbys(XLogRecPtr lsn)
+{
+	bool		said = false;
+	bool		reloaded = false;
+
+	if (!CompatSlotFailover(MyReplicationSlot))
+		return;
+	while (!CompatStandbysHaveWal(lsn))
+	{
+		if (!said)
+			StatusSetError("waiting for the standbys of synchronized_standby_slots (%s) to receive WAL up to %X/%X: nothing past it is forwarded until they do",
+						   CompatStandbySlotsSetting(), LSN_FORMAT_ARGS(lsn));
+		said = true;
+		Pump(false);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 STANDBY_WAIT_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			/* synchronized_standby_slots may have changed; the worker reloads again after */
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			reloaded = true;
+		}
+	}
+	if (said)
+		StatusClearError();
+	if (reloaded)
+		ConfigReloadPending = true;
+}
+
+/*
  * Decode WAL up to the current flush position, while the batcher is within
  * budget and for at most max_ms. Returns true if there is more to read.
  */
@@ -210,7 +294,10 @@ DecoderRound(Size budget, long max_ms)
 		if (errm)
 			elog(ERROR, "cosmos_sink: could not read WAL: %s", errm);
 		if (record != NULL)
+		{
+			WaitForStandbys(Ctx->reader->EndRecPtr);
 			LogicalDecodingProcessRecord(Ctx, Ctx->reader);
+		}
 		CHECK_FOR_INTERRUPTS();
 		if (++n % 256 == 0 && GetCurrentTimestamp() >= stop_at)
 			break;

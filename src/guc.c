@@ -21,6 +21,7 @@
 char	   *CosmosSinkDatabase = NULL;
 char	   *CosmosSinkSlotName = NULL;
 bool		CosmosSinkEnabled = true;
+bool		CosmosSinkFailoverSlot = true;
 char	   *CosmosSinkEndpoint = NULL;
 char	   *CosmosSinkKeyFile = NULL;
 char	   *CosmosSinkAadTokenFile = NULL;
@@ -88,6 +89,11 @@ GucInit(void)
 	DefineCustomBoolVariable("cosmos_sink.enabled",
 							 "Whether the worker forwards changes (off: it waits, WAL is kept).",
 							 NULL, &CosmosSinkEnabled, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("cosmos_sink.failover_slot",
+							 "Whether the worker's slot is a failover slot (synchronised to standbys; PostgreSQL 17 and later).",
+							 "Applied when the slot is made, and to an existing slot when the worker starts.",
+							 &CosmosSinkFailoverSlot, true,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("cosmos_sink.endpoint",
 							   "Cosmos DB account endpoint URL.",

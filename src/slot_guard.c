@@ -60,6 +60,7 @@ SlotGuardFacts(SlotFacts *facts)
 			strcmp(NameStr(slot->data.plugin), COSMOS_SINK_PLUGIN) != 0;
 		facts->invalidated = CompatSlotInvalidated(slot);
 		facts->synced = CompatSlotSynced(slot);
+		facts->failover = CompatSlotFailover(slot);
 		facts->active_pid = slot->active_pid;
 		facts->restart_lsn = slot->data.restart_lsn;
 	}
@@ -200,6 +201,54 @@ SlotGuardBound(XLogRecPtr target, bool may_record, bool idle)
 	return Min(target, limit);
 }
 
+/* The name of a physical slot a standby streams through now, or NULL */
+static char *
+StreamingStandbySlot(void)
+{
+	char	   *name = NULL;
+	int			i;
+
+	LWLockAcquire(ReplicationSlotControlLock, LW_SHARED);
+	for (i = 0; i < max_replication_slots && name == NULL; i++)
+	{
+		ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
+
+		if (s->in_use && SlotIsPhysical(s) && s->active_pid != 0)
+			name = pstrdup(NameStr(s->data.name));
+	}
+	LWLockRelease(ReplicationSlotControlLock);
+	return name;
+}
+
+/*
+ * What of the failover setup (17 and later) can be checked here and is
+ * missing, or NULL: the slot is not a failover slot although it should be,
+ * or a standby streams while synchronized_standby_slots does not name it
+ * (decoding could then get ahead of it and a failover would lose changes
+ * Cosmos DB has). Checked when the worker starts decoding and on reload.
+ */
+char *
+SlotGuardFailoverProblem(void)
+{
+	SlotFacts	facts;
+	char	   *standby;
+
+	if (!COMPAT_SLOT_FAILOVER_SUPPORTED)
+		return NULL;
+	SlotGuardFacts(&facts);
+	standby = StreamingStandbySlot();
+	if (facts.exists && CosmosSinkFailoverSlot && !facts.failover && !facts.synced)
+		return psprintf("replication slot \"%s\" is not a failover slot, so a standby will not have it after a failover (see the server log for why it could not be changed)",
+						CosmosSinkSlotName);
+	if (standby != NULL && !CosmosSinkFailoverSlot)
+		return psprintf("a standby streams through replication slot \"%s\" but cosmos_sink.failover_slot is off: after a failover to it the slot is lost and recover() must re-send every table",
+						standby);
+	if (standby != NULL && CompatStandbySlotsSetting()[0] == '\0')
+		return psprintf("a standby streams through replication slot \"%s\" but synchronized_standby_slots is empty: changes can reach Cosmos DB before that standby has them; set synchronized_standby_slots = '%s' on this server",
+						standby, standby);
+	return NULL;
+}
+
 /* One slot change at a time: add_route() and recover() wait for each other */
 static void
 LockSlotChanges(void)
@@ -217,11 +266,11 @@ CreateSlotHere(void)
 				 errmsg("cannot create replication slot \"%s\" in a transaction that has written",
 						CosmosSinkSlotName),
 				 errhint("Call it in a transaction of its own.")));
-	/* not a failover slot (yet): $3 */
+	/* a failover slot (17 and later) unless cosmos_sink.failover_slot = off */
 	SPI_execute_with_args(COMPAT_CREATE_SLOT_SQL,
 						  3, (Oid[]) {TEXTOID, TEXTOID, BOOLOID},
 						  (Datum[]) {CStringGetTextDatum(CosmosSinkSlotName),
-						  CStringGetTextDatum(COSMOS_SINK_PLUGIN), BoolGetDatum(false)},
+						  CStringGetTextDatum(COSMOS_SINK_PLUGIN), BoolGetDatum(CosmosSinkFailoverSlot)},
 						  NULL, false, 0);
 	ereport(NOTICE,
 			(errmsg("created replication slot \"%s\" for cosmos_sink", CosmosSinkSlotName)));

@@ -18,6 +18,7 @@ typedef struct SlotFacts
 	bool		foreign;		/* another database's or another plugin's */
 	bool		invalidated;	/* WAL it needed was removed */
 	bool		synced;			/* copied from a primary (17 and later) */
+	bool		failover;		/* synchronised to standbys (17 and later) */
 	int			active_pid;		/* the process holding it, or 0 */
 	XLogRecPtr	restart_lsn;
 } SlotFacts;
@@ -34,5 +35,6 @@ extern void SlotGuardFacts(SlotFacts *facts);
 extern SlotVerdict SlotGuardVerify(const SlotFacts *facts, char **problem);
 extern XLogRecPtr SlotGuardBound(XLogRecPtr target, bool may_record, bool idle);
 extern void SlotGuardEnsureForRoute(void);
+extern char *SlotGuardFailoverProblem(void);
 
 #endif							/* COSMOS_SINK_SLOT_GUARD_H */

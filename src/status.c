@@ -75,7 +75,7 @@ const char *
 WorkerStateName(WorkerState state)
 {
 	static const char *const names[] = {
-		"starting", "streaming", "idle", "throttled", "paused", "error", "stopped"
+		"starting", "streaming", "idle", "throttled", "paused", "error", "stopped", "standby"
 	};
 
 	return names[state];
@@ -199,7 +199,7 @@ worker_status(PG_FUNCTION_ARGS)
 	alive = snap.worker_pid != 0 && kill(snap.worker_pid, 0) == 0;
 	if (!alive)
 		snap.state = WORKER_STOPPED;
-	else if (snap.paused && snap.state != WORKER_ERROR)
+	else if (snap.paused && snap.state != WORKER_ERROR && snap.state != WORKER_STANDBY)
 		snap.state = WORKER_PAUSED;
 
 	values[0] = CStringGetTextDatum(WorkerStateName(snap.state));

@@ -21,7 +21,8 @@ typedef enum WorkerState
 	WORKER_THROTTLED,
 	WORKER_PAUSED,
 	WORKER_ERROR,
-	WORKER_STOPPED
+	WORKER_STOPPED,
+	WORKER_STANDBY				/* the server is a standby: nothing to forward */
 } WorkerState;
 
 #define STATUS_ERROR_LEN 512

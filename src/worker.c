@@ -40,6 +40,7 @@
 #include "sweep.h"
 
 #define WORKER_RETRY_MS		5000	/* after a configuration problem */
+#define STANDBY_POLL_MS		500		/* how often a standby's worker looks for a promotion */
 #define SLOT_SAVE_MS		1000	/* how often a moved confirmed LSN is saved (bounds replay after a crash) */
 #define DECODE_SLICE_MS		50		/* longest decoding stretch between sends */
 #define MAX_DONE			64
@@ -95,7 +96,7 @@ WorkerRegister(void)
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;	/* on a standby too: state standby */
 	worker.bgw_restart_time = 5;
 	snprintf(worker.bgw_library_name, BGW_MAXLEN, "cosmos_sink");
 	snprintf(worker.bgw_function_name, BGW_MAXLEN, "CosmosSinkWorkerMain");
@@ -148,6 +149,22 @@ ConfigureClient(void)
 		StatusClearError();
 }
 
+/* Say (WARNING and last_error) what of the failover setup is missing, once per reason */
+static void
+CheckFailoverSetup(void)
+{
+	static char *said = NULL;
+	char	   *problem = SlotGuardFailoverProblem();
+
+	if (problem == NULL || (said != NULL && strcmp(said, problem) == 0))
+		return;
+	ereport(WARNING, (errmsg("cosmos_sink: %s", problem)));
+	StatusSetError("%s", problem);
+	if (said)
+		pfree(said);
+	said = MemoryContextStrdup(TopMemoryContext, problem);
+}
+
 /* Apply a reload: settings, then the key file (it may have been fixed) */
 static void
 ReloadConfig(void)
@@ -156,6 +173,8 @@ ReloadConfig(void)
 	ProcessConfigFile(PGC_SIGHUP);
 	ApplyDecodingMemory();
 	ConfigureClient();
+	if (DecoderActive())
+		CheckFailoverSetup();
 }
 
 /*
@@ -522,6 +541,7 @@ StartDecoding(void)
 	if (DecoderStart(PumpFromDecoding, &problem))
 	{
 		AwaitingFirstRoute = false;
+		CheckFailoverSetup();
 		return;
 	}
 	AwaitingFirstRoute = problem == NULL;
@@ -602,6 +622,33 @@ WorkerTurn(void)
 	PublishProgress();
 }
 
+/*
+ * On a standby (the library is preloaded there too) there is nothing to
+ * forward: state standby until a promotion, then on as a primary, from the
+ * slot synchronised from the old primary (17 and later) or with the lost
+ * slot's error (before 17, see slot_guard.c).
+ */
+static void
+WaitForPromotion(void)
+{
+	bool		was_standby = false;
+
+	while (RecoveryInProgress())
+	{
+		was_standby = true;
+		StatusSetState(WORKER_STANDBY);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 STANDBY_POLL_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		HandleInterrupts();
+	}
+	if (was_standby)
+	{
+		ereport(LOG, (errmsg("cosmos_sink: this server was promoted: forwarding from here")));
+		StatusSetState(WORKER_STARTING);
+	}
+}
+
 /* Wait (state error, clear message) until wal_level and the plugin list allow decoding */
 static void
 WaitForPrerequisites(void)
@@ -664,6 +711,7 @@ CosmosSinkWorkerMain(Datum arg)
 	CheckpointInit();
 	DeadLetterInit();
 
+	WaitForPromotion();
 	WaitForPrerequisites();
 	ApplyDecodingMemory();
 	if (CosmosSinkEnabled)

@@ -1,4 +1,4 @@
-// Throwaway PostgreSQL 15 servers for integration tests: initdb + pg_ctl as
+// Throwaway PostgreSQL servers (and streaming standbys) for integration tests: initdb + pg_ctl as
 // the postgres OS user in a scratch folder, configured for cosmos_sink
 // (wal_level=logical, shared_preload_libraries, output_plugin_libraries),
 // with query/psql helpers, restarts, and crash simulation (kill a backend by
@@ -62,6 +62,31 @@ export async function startPostgres({ dir, port, conf = {}, database = 'app', in
     throw e;
   }
   return server;
+}
+
+/**
+ * startStandby(primary, {slot, conf}) -> PgServer (started, streaming)
+ * A streaming standby of primary on a free port: pg_basebackup -R through the
+ * physical slot `slot` (created on the primary if missing), then the
+ * primary's settings plus hot_standby_feedback, primary_slot_name and, on 17
+ * and later, sync_replication_slots (so failover slots are synchronised;
+ * primary_conninfo names the database, as slot synchronisation needs).
+ */
+export async function startStandby(primary, { slot = 'standby1', conf = {} } = {}) {
+  const standby = new PgServer({ port: await freePort(), conf: { ...primary.userConf, ...conf }, database: primary.database, timeoutMs: primary.timeoutMs });
+  standby.portPicked = true;
+  await primary.query(`SELECT pg_create_physical_replication_slot($1) WHERE NOT EXISTS
+    (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)`, [slot]);
+  await run(bin('pg_basebackup'), ['-D', standby.dataDir, '-R', '-X', 'stream', '-S', slot, '--no-sync',
+    '-d', `host=${primary.host} port=${primary.port} user=${PG_USER} dbname=${primary.database}`],
+  { asUser: PG_USER, timeoutMs: 120000 });
+  standby.baseConf = { ...primary.baseConf, unix_socket_directories: standby.dir, port: standby.port };
+  const extra = { hot_standby: 'on', hot_standby_feedback: 'on', primary_slot_name: slot };
+  if (await serverHasGuc('sync_replication_slots')) extra.sync_replication_slots = 'on';
+  Object.assign(standby.userConf, extra, conf);
+  standby.writeConf();
+  await standby.start();
+  return standby;
 }
 
 export class PgServer {
@@ -164,6 +189,12 @@ export class PgServer {
   async restart({ mode = 'fast' } = {}) {
     await this.stop({ mode });
     await this.start();
+  }
+
+  /** pg_ctl promote -w: a standby becomes a primary (waits until it accepts writes). */
+  async promote() {
+    await run(bin('pg_ctl'), ['-D', this.dataDir, '-w', '-t', String(Math.ceil(this.timeoutMs / 1000)), 'promote'],
+      { asUser: PG_USER, timeoutMs: this.timeoutMs + 5000 });
   }
 
   /** PID of the running postmaster (from postmaster.pid), or null. */

@@ -1,0 +1,42 @@
+/*
+ * batch_internal.h
+ *		What the batcher's files share: batch.c (routes, document slots and
+ *		coalescing), batch_dispatch.c (grouping ready changes into requests and
+ *		sending them), batch_budget.c (RU budget, adaptive concurrency and
+ *		backoff) and batch_complete.c (settling finished requests). Not for use
+ *		outside the batcher: batch.h is its interface.
+ */
+#ifndef COSMOS_SINK_BATCH_INTERNAL_H
+#define COSMOS_SINK_BATCH_INTERNAL_H
+
+#include "postgres.h"
+
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#include "batch.h"
+
+/* Initial guess of a route's charge per operation, for the RU budget */
+#define RU_PER_OP_GUESS		10.0
+
+/* batch.c */
+extern MemoryContext BatchContext;
+extern HTAB *Routes;
+extern void ChangeDone(SinkRoute *route, Change *change, bool count_done);
+extern void ChangeDeadLetter(SinkRoute *route, Change *change, int status, int substatus,
+							 const char *error);
+extern void SlotSettle(DocSlot *slot, bool retry);
+
+/* batch_dispatch.c */
+extern int	RouteOpsLimit(SinkRoute *route);
+
+/* batch_budget.c */
+extern long BackoffMs(int failures);
+extern void RouteBackoff(SinkRoute *route, long ms, bool throttled);
+extern bool RuBudgetAllowsBatch(SinkRoute *route);
+extern double RuReserve(SinkRoute *route, int nops);
+extern int	DispatchLimit(SinkRoute *route, int free_requests);
+extern void AccountCharge(SinkRoute *route, SinkRequest *sr, bool per_op);
+extern void AdaptWindow(SinkRoute *route, bool throttled);
+
+#endif							/* COSMOS_SINK_BATCH_INTERNAL_H */
