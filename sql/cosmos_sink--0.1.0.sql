@@ -950,9 +950,10 @@ BEGIN
         alive := false;
         FOR j IN 1 .. cardinality(tbls) LOOP
             BEGIN
-                -- the rows whose id has exactly this text (as documents are named)
+                -- the rows whose id has exactly this text (the type's output, as
+                -- the plugin names documents)
                 row_keys := @extschema@.as_table_owner(tbls[j],
-                                format('SELECT jsonb_agg(jsonb_build_array(%s))::text FROM %s WHERE %I = $1::%s AND %I::text = $1',
+                                format('SELECT jsonb_agg(jsonb_build_array(%s))::text FROM %s WHERE %I = $1::%s AND format(''%%s'', %I) = $1',
                                        key_exprs[j], tbls[j], id_cols[j], id_types[j], id_cols[j]),
                                 doc_ids[i]);
             EXCEPTION WHEN data_exception THEN
