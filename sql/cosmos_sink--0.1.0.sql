@@ -754,7 +754,12 @@ CREATE TABLE resyncs (
     last_id       text,
     rows_done     bigint NOT NULL DEFAULT 0,
     rows_total    bigint,
-    note          text
+    note          text,
+    -- the sweep recover() asks for after the re-send: NULL (none), 'pending',
+    -- 'running', 'done', or 'failed: <reason>'; one table per container sweeps
+    sweep         text,
+    docs_checked  bigint NOT NULL DEFAULT 0,   -- documents the sweep listed
+    docs_deleted  bigint NOT NULL DEFAULT 0    -- documents it asked to delete
 );
 SELECT pg_catalog.pg_extension_config_dump('resyncs', '');
 REVOKE ALL ON resyncs FROM PUBLIC;
@@ -786,10 +791,12 @@ REVOKE ALL ON FUNCTION resync(regclass) FROM PUBLIC;
 
 -- After a lost slot (dropped, invalidated, made again, or missing on a
 -- restored backup or promoted standby): makes a new slot and re-sends every
--- routed table through it (resync()). Returns how many tables are re-sent.
-CREATE FUNCTION recover() RETURNS bigint
-AS 'MODULE_PATHNAME', 'recover' LANGUAGE C;
-REVOKE ALL ON FUNCTION recover() FROM PUBLIC;
+-- routed table through it (resync()); with delete_missing, the worker then
+-- sweeps each routed container and deletes the documents no routed row has
+-- (sweep_step()). Returns how many tables are re-sent.
+CREATE FUNCTION recover(delete_missing boolean DEFAULT true) RETURNS bigint
+AS 'MODULE_PATHNAME', 'recover' LANGUAGE C STRICT;
+REVOKE ALL ON FUNCTION recover(boolean) FROM PUBLIC;
 
 -- One chunk of a backfill (called by the worker, in its own transaction):
 -- touches up to chunk rows after last_id, as the table's owner (as_table_owner);
@@ -852,6 +859,175 @@ END
 $$;
 REVOKE ALL ON FUNCTION resync_step(regclass, integer) FROM PUBLIC;
 
+-- ---------------------------------------------------------------------------
+-- The sweep of recover(): delete the documents whose rows are gone
+-- ---------------------------------------------------------------------------
+
+-- Whether two partition key values are the same key to Cosmos DB: numbers
+-- are doubles there (5 and 5.0, 10.5 and 10.50 are one key), anything else
+-- must be equal JSON.
+CREATE FUNCTION same_cosmos_value(a jsonb, b jsonb) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF jsonb_typeof(a) = 'number' AND jsonb_typeof(b) = 'number' THEN
+        RETURN a::float8 = b::float8;
+    END IF;
+    RETURN a = b;
+EXCEPTION WHEN numeric_value_out_of_range THEN
+    RETURN a = b;                   -- beyond a double: no document holds it
+END
+$$;
+REVOKE ALL ON FUNCTION same_cosmos_value(jsonb, jsonb) FROM PUBLIC;
+
+-- Whether two partition keys (JSON arrays) are the same key to Cosmos DB
+CREATE FUNCTION same_cosmos_key(a jsonb, b jsonb) RETURNS boolean
+LANGUAGE sql IMMUTABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+    SELECT jsonb_typeof(a) = 'array' AND jsonb_typeof(b) = 'array'
+           AND jsonb_array_length(a) = jsonb_array_length(b)
+           AND NOT EXISTS (SELECT 1 FROM generate_series(0, jsonb_array_length(a) - 1) i
+                            WHERE NOT @extschema@.same_cosmos_value(a -> i, b -> i))
+$$;
+REVOKE ALL ON FUNCTION same_cosmos_key(jsonb, jsonb) FROM PUBLIC;
+
+-- One page of the sweep of a container (called by the worker, in its own
+-- transaction): doc_ids and doc_keys (JSON arrays) are the documents Cosmos
+-- DB listed, checked already for shape (listed counts those refused there
+-- too). A document whose row is in none of the container's routed tables
+-- (same id text, same key as Cosmos DB compares keys) gets its delete sent
+-- through the stream (resend_deletes, in commit order). Every statement on a
+-- staging table runs as its owner (as_table_owner). Returns how many deletes
+-- it asked for.
+--
+-- Locking: every routed table of the container is locked IN SHARE MODE
+-- first, which conflicts with the ROW EXCLUSIVE lock of every INSERT, UPDATE,
+-- DELETE and MERGE. So no writer of these tables can commit between the check
+-- and the end of this transaction: a writer that committed before the lock
+-- was granted is seen by the checks (each statement takes a new snapshot,
+-- after the lock), and its own change is in the stream before this
+-- transaction's deletes; a writer that commits later waits for this
+-- transaction, so its change follows the delete in commit order, and the
+-- worker applies one document's changes in that order (a row re-inserted
+-- right after the sweep ends up upserted, never deleted). SHARE, not SHARE
+-- ROW EXCLUSIVE: sweeps of other containers and readers go on; the lock waits
+-- at most lock_timeout (the worker sets 5 s) for running writers.
+CREATE FUNCTION sweep_step(staging_table regclass, doc_ids text[], doc_keys text[], listed integer)
+RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+#variable_conflict use_column
+DECLARE
+    me record;
+    rt record;
+    tbls regclass[] := '{}';
+    id_cols name[] := '{}';
+    id_types text[] := '{}';
+    key_exprs text[] := '{}';
+    pk_types text[];
+    doc_key jsonb;
+    row_keys text;
+    alive boolean;
+    pk_text text;
+    part text;
+    deleted bigint := 0;
+BEGIN
+    SELECT r.cosmos_database, r.container, r.partition_key INTO me
+      FROM @extschema@.routes r WHERE r.staging_table = sweep_step.staging_table;
+    IF NOT FOUND THEN
+        UPDATE @extschema@.resyncs SET sweep = 'failed: route removed'
+         WHERE resyncs.staging_table = sweep_step.staging_table;
+        RETURN 0;
+    END IF;
+    IF EXISTS (SELECT 1 FROM @extschema@.routes r
+                WHERE r.cosmos_database = me.cosmos_database AND r.container = me.container
+                  AND r.partition_key IS DISTINCT FROM me.partition_key) THEN
+        UPDATE @extschema@.resyncs SET sweep = 'failed: the routes of this container name different partition keys'
+         WHERE resyncs.staging_table = sweep_step.staging_table;
+        RETURN 0;
+    END IF;
+    -- every routed table of the container, locked in route order (no deadlock
+    -- between two sweeps); the key of a row as Cosmos DB sees it, in JSON
+    FOR rt IN SELECT r.staging_table AS tbl, r.id_column,
+                     (SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a
+                       WHERE a.attrelid = r.staging_table AND a.attname = r.id_column) AS id_type,
+                     (SELECT string_agg(format('to_jsonb(%I)', k.col), ', ' ORDER BY k.o)
+                        FROM unnest(r.partition_key) WITH ORDINALITY AS k(col, o)) AS key_expr
+                FROM @extschema@.routes r
+               WHERE r.cosmos_database = me.cosmos_database AND r.container = me.container
+               ORDER BY r.route_id
+    LOOP
+        PERFORM @extschema@.as_table_owner(rt.tbl, format('LOCK TABLE %s IN SHARE MODE', rt.tbl));
+        tbls := tbls || rt.tbl;
+        id_cols := id_cols || rt.id_column;
+        id_types := id_types || rt.id_type;
+        key_exprs := key_exprs || rt.key_expr;
+    END LOOP;
+    -- the partition key columns' base types (a domain's check is the owner's code)
+    SELECT array_agg(format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END,
+                                 CASE WHEN t.typtype = 'd' THEN t.typtypmod ELSE a.atttypmod END)
+                     ORDER BY k.o)
+      INTO pk_types
+      FROM unnest(me.partition_key) WITH ORDINALITY AS k(col, o)
+      JOIN pg_attribute a ON a.attrelid = sweep_step.staging_table AND a.attname = k.col
+      JOIN pg_type t ON t.oid = a.atttypid;
+
+    FOR i IN 1 .. COALESCE(cardinality(doc_ids), 0) LOOP
+        doc_key := doc_keys[i]::jsonb;
+        alive := false;
+        FOR j IN 1 .. cardinality(tbls) LOOP
+            BEGIN
+                -- the rows whose id has exactly this text (the type's output, as
+                -- the plugin names documents)
+                row_keys := @extschema@.as_table_owner(tbls[j],
+                                format('SELECT jsonb_agg(jsonb_build_array(%s))::text FROM %s WHERE %I = $1::%s AND format(''%%s'', %I) = $1',
+                                       key_exprs[j], tbls[j], id_cols[j], id_types[j], id_cols[j]),
+                                doc_ids[i]);
+            EXCEPTION WHEN data_exception THEN
+                row_keys := NULL;       -- an id this table's id type cannot hold is none of its rows
+            END;
+            IF row_keys IS NOT NULL AND EXISTS (SELECT 1 FROM jsonb_array_elements(row_keys::jsonb) k(key)
+                                                 WHERE @extschema@.same_cosmos_key(k.key, doc_key)) THEN
+                alive := true;
+                EXIT;
+            END IF;
+        END LOOP;
+        CONTINUE WHEN alive;
+        -- the delete names the key as the plugin writes it for a row with this
+        -- key (the worker orders a document's changes by that text); a value
+        -- no row of this type can have goes as listed
+        pk_text := NULL;
+        FOR k IN 0 .. jsonb_array_length(doc_key) - 1 LOOP
+            part := (doc_key -> k)::text;
+            IF jsonb_typeof(doc_key -> k) <> 'null' THEN
+                BEGIN
+                    EXECUTE format('SELECT to_json($1::%s)::text', pk_types[k + 1])
+                       INTO part USING doc_key ->> k;
+                    IF NOT @extschema@.same_cosmos_value(part::jsonb, doc_key -> k) THEN
+                        part := (doc_key -> k)::text;
+                    END IF;
+                EXCEPTION WHEN data_exception THEN
+                    part := (doc_key -> k)::text;
+                END;
+            END IF;
+            pk_text := concat_ws(',', pk_text, part);
+        END LOOP;
+        -- the plugin decodes the insert as a delete, in commit order
+        INSERT INTO @extschema@.resend_deletes VALUES (sweep_step.staging_table, '[' || pk_text || ']', doc_ids[i]);
+        deleted := deleted + 1;
+    END LOOP;
+    DELETE FROM @extschema@.resend_deletes;
+    UPDATE @extschema@.resyncs
+       SET docs_checked = docs_checked + listed, docs_deleted = docs_deleted + deleted
+     WHERE resyncs.staging_table = sweep_step.staging_table;
+    RETURN deleted;
+END
+$$;
+REVOKE ALL ON FUNCTION sweep_step(regclass, text[], text[], integer) FROM PUBLIC;
+
 -- One row: the worker's state, the slot's position and lag, running backfills
 CREATE VIEW status AS
 SELECT w.state,
@@ -871,10 +1047,16 @@ SELECT w.state,
        (SELECT string_agg(CASE WHEN r.finished_at IS NULL
                                THEN format('%s %s/%s', r.staging_table, r.rows_done,
                                            COALESCE(r.rows_total::text, '?'))
-                               ELSE format('%s %s', r.staging_table, r.note) END,
+                               WHEN r.note LIKE 'failed:%'
+                               THEN format('%s %s', r.staging_table, r.note)
+                               WHEN r.sweep IN ('pending', 'running')
+                               THEN format('%s sweeping %s checked, %s deleted', r.staging_table,
+                                           r.docs_checked, r.docs_deleted)
+                               ELSE format('%s sweep %s', r.staging_table, r.sweep) END,
                           ', ' ORDER BY r.requested_at)
           FROM resyncs r
-         WHERE r.finished_at IS NULL OR r.note LIKE 'failed:%') AS resync_progress
+         WHERE r.finished_at IS NULL OR r.note LIKE 'failed:%'
+            OR r.sweep IN ('pending', 'running') OR r.sweep LIKE 'failed:%') AS resync_progress
   FROM worker_status() w
   -- on a standby (read-only), the WAL replayed so far
   CROSS JOIN LATERAL (SELECT CASE WHEN pg_catalog.pg_is_in_recovery()

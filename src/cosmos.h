@@ -23,6 +23,7 @@
 #define COSMOS_EPK_HEX_LEN		32	/* one hashed component, in hex */
 #define COSMOS_MAX_ID_BYTES		1023
 #define COSMOS_MAX_DOC_BYTES	(2 * 1024 * 1024)
+#define COSMOS_MAX_PK_VALUE_BYTES 2048	/* one partition key value (service limit) */
 #define COSMOS_DATE_LEN			30	/* "Thu, 27 Apr 2017 00:51:12 GMT" + NUL */
 
 /* ---------------------------------------------------------------------------
@@ -187,6 +188,22 @@ extern bool CosmosParsePkRanges(const char *body, size_t len, CosmosPkRange **ra
 
 /* Index of the range holding an effective partition key (binary search) */
 extern int	CosmosFindPkRange(const CosmosPkRange *ranges, int nranges, const char *epk);
+
+/* One document of a listing page (the sweep of recover()) */
+typedef struct CosmosListedDoc
+{
+	char	   *id;				/* NUL-terminated; NULL when problem is set */
+	char	   *pk_json;		/* its partition key values as a JSON array */
+	char	  **values;			/* each value's JSON (scratch) */
+	const char *problem;		/* why it can be no row's document, or NULL */
+} CosmosListedDoc;
+
+/* The body of a query listing every document's id and partition key values (k0, k1, ...) */
+extern void CosmosListQueryBody(StringInfo out, const char *const *pk_columns, int npk);
+
+/* Parse a page of that query; documents that cannot be a row's carry a problem */
+extern bool CosmosParseListPage(const char *body, size_t len, int npk, int max_docs,
+								CosmosListedDoc **docs, int *ndocs, char **errmsg);
 
 /* The "message" of a Cosmos error body, shortened, for logs; never echoes a request */
 extern char *CosmosErrorMessage(const char *body, size_t len);

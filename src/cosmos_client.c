@@ -1,7 +1,8 @@
 /*
  * cosmos_client.c
  *		The worker's requests to Cosmos DB: signed reads of a container and its
- *		partition key ranges, transactional batch and bulk writes, and the
+ *		partition key ranges, transactional batch and bulk writes, listing
+ *		queries (the sweep of recover()), and the
  *		per-operation results of each (parsed, or synthesized from a request
  *		that failed as a whole). Credentials are loaded from files only.
  */
@@ -142,6 +143,33 @@ CosmosWriteRequest(SinkRoute *route, char *body, int body_len, bool atomic,
 	}
 	else
 		HttpAddHeader(req, "x-ms-documentdb-partitionkeyrangeid", range_id);
+	return req;
+}
+
+/*
+ * POST a query (one page of it) to one partition key range: the body is
+ * taken over (palloc'd); continuation, when not NULL, asks for the next page.
+ * The range id pins the listing to one physical partition, as a real
+ * multi-partition container needs for a complete, resumable listing.
+ */
+HttpRequest *
+CosmosQueryRequest(SinkRoute *route, char *body, int body_len, const char *range_id,
+				   const char *continuation, int max_items)
+{
+	HttpRequest *req = SignedRequest("POST", route->path, "/docs", "docs",
+									 route->resource_link);
+	char		count[16];
+
+	req->body = body;
+	req->body_len = body_len;
+	snprintf(count, sizeof(count), "%d", max_items);
+	HttpAddHeader(req, "Content-Type", "application/query+json");
+	HttpAddHeader(req, "x-ms-documentdb-isquery", "True");
+	HttpAddHeader(req, "x-ms-documentdb-query-enablecrosspartition", "True");
+	HttpAddHeader(req, "x-ms-documentdb-partitionkeyrangeid", range_id);
+	HttpAddHeader(req, "x-ms-max-item-count", count);
+	if (continuation != NULL)
+		HttpAddHeader(req, "x-ms-continuation", continuation);
 	return req;
 }
 

@@ -20,6 +20,9 @@ extern HttpRequest *CosmosPkRangesRequest(SinkRoute *route);
 extern HttpRequest *CosmosWriteRequest(SinkRoute *route, char *body, int body_len,
 									   bool atomic, const char *pk_json, int pk_len,
 									   const char *range_id);
+extern HttpRequest *CosmosQueryRequest(SinkRoute *route, char *body, int body_len,
+									   const char *range_id, const char *continuation,
+									   int max_items);
 extern void CosmosOpResults(HttpRequest *req, int nops, CosmosOpResult *results);
 extern char *CosmosRequestProblem(HttpRequest *req);
 

@@ -9,10 +9,12 @@
 #include <limits.h>
 #include <math.h>
 
+#include "catalog/pg_type.h"
 #include "common/jsonapi.h"
 #include "common/string.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -1297,6 +1299,288 @@ CosmosFindPkRange(const CosmosPkRange *ranges, int nranges, const char *epk)
 }
 
 /* ---------------------------------------------------------------------------
+ * Document listing (the sweep of recover()): the query body, and the page
+ * {"Documents":[{"id":"..","k0":..,"k1":..},...],"_count":n} it answers
+ * ------------------------------------------------------------------------- */
+
+/*
+ * Append the body of a query listing every document's id and partition key
+ * values: SELECT c.id, c["col1"] AS k0, ... FROM c. Column names go in as
+ * JSON string literals (valid Cosmos SQL string literals), so no name can
+ * change the query.
+ */
+void
+CosmosListQueryBody(StringInfo out, const char *const *pk_columns, int npk)
+{
+	StringInfoData query;
+
+	initStringInfo(&query);
+	appendStringInfoString(&query, "SELECT c.id");
+	for (int i = 0; i < npk; i++)
+	{
+		appendStringInfoString(&query, ", c[");
+		escape_json(&query, pk_columns[i]);
+		appendStringInfo(&query, "] AS k%d", i);
+	}
+	appendStringInfoString(&query, " FROM c");
+	appendStringInfoString(out, "{\"query\":");
+	escape_json(out, query.data);
+	appendStringInfoString(out, ",\"parameters\":[]}");
+	pfree(query.data);
+}
+
+/* The field being read: a page field, a document field, or k<i> (i >= 0) */
+#define LIST_FIELD_PAGE_OTHER	(-4)
+#define LIST_FIELD_DOCUMENTS	(-3)
+#define LIST_FIELD_OTHER		(-2)
+#define LIST_FIELD_ID			(-1)
+
+typedef struct ListParse
+{
+	int			depth;			/* 1 in the page object, 2 in Documents, 3 in a document */
+	bool		in_documents;	/* the Documents array is open */
+	bool		seen_documents;
+	int			npk;
+	int			field;			/* LIST_FIELD_*, or i for k<i> */
+	CosmosListedDoc *docs;
+	int			ndocs;
+	int			capacity;
+	int			max_docs;
+	char	   *error;
+} ListParse;
+
+/* The document being read */
+static CosmosListedDoc *
+ListCurrent(ListParse *st)
+{
+	return &st->docs[st->ndocs - 1];
+}
+
+/* Mark the current document unusable (it is counted, never deleted) */
+static void
+ListReject(ListParse *st, const char *why)
+{
+	CosmosListedDoc *doc = ListCurrent(st);
+
+	if (doc->problem == NULL)
+		doc->problem = why;
+}
+
+/* Enter an object: the page, a document of Documents, or a nested value */
+static SEM_ACTION
+ListObjectStart(void *state)
+{
+	ListParse  *st = state;
+
+	if (st->error != NULL)
+		;						/* the page is refused already */
+	else if (st->depth == 2 && st->in_documents)
+	{
+		if (st->ndocs >= st->max_docs)
+			SetParseError(&st->error, "query page has more than %d documents", st->max_docs);
+		else
+		{
+			if (st->ndocs == st->capacity)
+			{
+				st->capacity = Max(16, st->capacity * 2);
+				st->docs = st->docs == NULL ? palloc0(sizeof(CosmosListedDoc) * st->capacity) :
+					repalloc(st->docs, sizeof(CosmosListedDoc) * st->capacity);
+			}
+			st->ndocs++;
+			memset(ListCurrent(st), 0, sizeof(CosmosListedDoc));
+			ListCurrent(st)->values = palloc0(sizeof(char *) * st->npk);
+			st->field = LIST_FIELD_OTHER;
+		}
+	}
+	else if (st->depth == 3 && st->in_documents && st->field >= LIST_FIELD_ID)
+		ListReject(st, "its id or partition key is not a JSON scalar");
+	else if (st->depth == 1 && st->field == LIST_FIELD_DOCUMENTS)
+		SetParseError(&st->error, "query page: Documents is not an array");
+	st->depth++;
+	return SEM_OK;
+}
+
+/* Leave an object */
+static SEM_ACTION
+ListObjectEnd(void *state)
+{
+	((ListParse *) state)->depth--;
+	return SEM_OK;
+}
+
+/* Enter an array: Documents itself, or a nested value */
+static SEM_ACTION
+ListArrayStart(void *state)
+{
+	ListParse  *st = state;
+
+	if (st->depth == 0)
+		SetParseError(&st->error, "query page is not a JSON object");
+	else if (st->depth == 1 && st->field == LIST_FIELD_DOCUMENTS)
+	{
+		st->in_documents = true;
+		st->seen_documents = true;
+	}
+	else if (st->depth == 2 && st->in_documents)
+		SetParseError(&st->error, "query page: a document is not an object");
+	else if (st->depth == 3 && st->in_documents && st->field >= LIST_FIELD_ID && st->error == NULL)
+		ListReject(st, "its id or partition key is not a JSON scalar");
+	st->depth++;
+	return SEM_OK;
+}
+
+/* Leave an array (Documents closes back at the page's depth) */
+static SEM_ACTION
+ListArrayEnd(void *state)
+{
+	ListParse  *st = state;
+
+	st->depth--;
+	if (st->depth == 1)
+		st->in_documents = false;
+	return SEM_OK;
+}
+
+/* Note which field comes next: Documents at the top, id or k<i> in a document */
+static SEM_ACTION
+ListFieldStart(void *state, char *fname, bool isnull)
+{
+	ListParse  *st = state;
+
+	if (st->depth == 1)
+		st->field = strcmp(fname, "Documents") == 0 ? LIST_FIELD_DOCUMENTS : LIST_FIELD_PAGE_OTHER;
+	else if (st->depth == 3 && st->in_documents)
+	{
+		st->field = LIST_FIELD_OTHER;
+		if (strcmp(fname, "id") == 0)
+			st->field = LIST_FIELD_ID;
+		else if (fname[0] == 'k' && fname[1] >= '0' && fname[1] < '0' + st->npk && fname[2] == '\0')
+			st->field = fname[1] - '0';
+	}
+	pfree(fname);
+	return SEM_OK;
+}
+
+/* Store the id (a string Cosmos DB would accept) or a key value (re-emitted as JSON) */
+static void
+ListStoreField(ListParse *st, const char *token, JsonTokenType type)
+{
+	CosmosListedDoc *doc = ListCurrent(st);
+	size_t		len = strlen(token);
+	StringInfoData value;
+
+	if (st->field == LIST_FIELD_ID)
+	{
+		if (type != JSON_TOKEN_STRING)
+			ListReject(st, "its id is not a string");
+		else if (len == 0 || len > COSMOS_MAX_ID_BYTES)
+			ListReject(st, "its id is empty or longer than 1023 bytes");
+		else if (CosmosInvalidIdReason(token, (int) len) != NULL)
+			ListReject(st, "its id has a character the worker never sends");
+		else if (doc->id == NULL)
+			doc->id = pstrdup(token);
+		return;
+	}
+	if (len > COSMOS_MAX_PK_VALUE_BYTES)
+	{
+		ListReject(st, "a partition key value is longer than Cosmos DB allows");
+		return;
+	}
+	if (doc->values[st->field] != NULL)
+		return;					/* a repeated field: the first one counts, like the id */
+	initStringInfo(&value);
+	if (type == JSON_TOKEN_STRING)
+		escape_json(&value, token);
+	else
+		appendStringInfoString(&value, token);	/* number, true, false, null: as the lexer read it */
+	doc->values[st->field] = value.data;
+}
+
+/* A scalar: a field of a document, or part of something skipped */
+static SEM_ACTION
+ListScalar(void *state, char *token, JsonTokenType tokentype)
+{
+	ListParse  *st = state;
+
+	if (st->depth == 0)
+		SetParseError(&st->error, "query page is not a JSON object");
+	else if (st->depth == 1 && st->field == LIST_FIELD_DOCUMENTS)
+		SetParseError(&st->error, "query page: Documents is not an array");
+	else if (st->depth == 2 && st->in_documents)
+		SetParseError(&st->error, "query page: a document is not an object");
+	else if (st->depth == 3 && st->in_documents && st->field >= LIST_FIELD_ID && st->error == NULL)
+		ListStoreField(st, token, tokentype);
+	pfree(token);
+	return SEM_OK;
+}
+
+/* Finish each document: its key as a JSON array, or why it cannot be deleted */
+static void
+ListFinishDocs(ListParse *st)
+{
+	for (int i = 0; i < st->ndocs; i++)
+	{
+		CosmosListedDoc *doc = &st->docs[i];
+		StringInfoData key;
+
+		if (doc->id == NULL && doc->problem == NULL)
+			doc->problem = "it has no id";
+		initStringInfo(&key);
+		appendStringInfoChar(&key, '[');
+		for (int k = 0; k < st->npk; k++)
+		{
+			if (doc->values[k] == NULL)
+			{
+				/* undefined: a key no row writes, and no delete can name through the stream */
+				if (doc->problem == NULL)
+					doc->problem = "a partition key property is missing";
+				break;
+			}
+			appendStringInfo(&key, "%s%s", k > 0 ? "," : "", doc->values[k]);
+		}
+		appendStringInfoChar(&key, ']');
+		doc->pk_json = key.data;
+	}
+}
+
+/*
+ * Parse one page of a listing query. Documents that cannot be a row's (no
+ * string id, an id Cosmos DB or the worker refuses, a key that is missing,
+ * not a scalar or too long) come back with problem set; a malformed page, or
+ * one with more than max_docs documents, fails as a whole. Result palloc'd.
+ */
+bool
+CosmosParseListPage(const char *body, size_t len, int npk, int max_docs,
+					CosmosListedDoc **docs, int *ndocs, char **errmsg)
+{
+	ListParse	st = {.npk = npk, .max_docs = max_docs, .field = LIST_FIELD_PAGE_OTHER};
+	JsonSemAction sem = {
+		.semstate = &st,
+		.object_start = ListObjectStart,
+		.object_end = ListObjectEnd,
+		.array_start = ListArrayStart,
+		.array_end = ListArrayEnd,
+		.object_field_start = ListFieldStart,
+		.scalar = ListScalar,
+	};
+
+	Assert(npk >= 1 && npk <= COSMOS_MAX_PK_PATHS);
+	if (!ParseJson("query page", body, len, &sem, errmsg))
+		return false;
+	if (st.error == NULL && !st.seen_documents)
+		st.error = pstrdup("query page has no Documents array");
+	if (st.error != NULL)
+	{
+		*errmsg = st.error;
+		return false;
+	}
+	ListFinishDocs(&st);
+	*docs = st.docs;
+	*ndocs = st.ndocs;
+	return true;
+}
+
+/* ---------------------------------------------------------------------------
  * Error bodies: {"code":"BadRequest","message":"Message: ...\r\nActivityId: ..."}
  * ------------------------------------------------------------------------- */
 
@@ -1718,4 +2002,59 @@ cosmos_test_error_message(PG_FUNCTION_ARGS)
 
 	PG_RETURN_TEXT_P(cstring_to_text(CosmosErrorMessage(VARDATA_ANY(body),
 														VARSIZE_ANY_EXHDR(body))));
+}
+
+PG_FUNCTION_INFO_V1(cosmos_test_list_query);
+
+/* list_query(columns text[]) -> the body of the sweep's listing query */
+Datum
+cosmos_test_list_query(PG_FUNCTION_ARGS)
+{
+	ArrayType  *array = PG_GETARG_ARRAYTYPE_P(0);
+	Datum	   *values;
+	bool	   *nulls;
+	int			n;
+	const char *columns[COSMOS_MAX_PK_PATHS];
+	StringInfoData out;
+
+	deconstruct_array(array, TEXTOID, -1, false, TYPALIGN_INT, &values, &nulls, &n);
+	if (n < 1 || n > COSMOS_MAX_PK_PATHS)
+		elog(ERROR, "1 to %d columns", COSMOS_MAX_PK_PATHS);
+	for (int i = 0; i < n; i++)
+		columns[i] = TextDatumGetCString(values[i]);
+	initStringInfo(&out);
+	CosmosListQueryBody(&out, columns, n);
+	PG_RETURN_TEXT_P(cstring_to_text(out.data));
+}
+
+PG_FUNCTION_INFO_V1(cosmos_test_parse_list);
+
+/* parse_list(page, npk, max_docs) -> "id <key>" or "skipped: <why>" per document, or "error: ..." */
+Datum
+cosmos_test_parse_list(PG_FUNCTION_ARGS)
+{
+	text	   *body = PG_GETARG_TEXT_PP(0);
+	CosmosListedDoc *docs;
+	int			ndocs;
+	char	   *problem;
+	StringInfoData out;
+
+	if (PG_GETARG_INT32(1) < 1 || PG_GETARG_INT32(1) > COSMOS_MAX_PK_PATHS)
+		elog(ERROR, "1 to %d partition key columns", COSMOS_MAX_PK_PATHS);
+	initStringInfo(&out);
+	if (!CosmosParseListPage(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), PG_GETARG_INT32(1),
+							 PG_GETARG_INT32(2), &docs, &ndocs, &problem))
+		appendStringInfo(&out, "error: %s", problem);
+	else
+	{
+		appendStringInfo(&out, "%d documents", ndocs);
+		for (int i = 0; i < ndocs; i++)
+		{
+			if (docs[i].problem != NULL)
+				appendStringInfo(&out, "\nskipped: %s", docs[i].problem);
+			else
+				appendStringInfo(&out, "\n%s %s", docs[i].id, docs[i].pk_json);
+		}
+	}
+	PG_RETURN_TEXT_P(cstring_to_text(out.data));
 }

@@ -141,6 +141,29 @@ HttpEndpointProblem(const char *url, bool tls_verify)
 	return problem;
 }
 
+/*
+ * Keep a feed's continuation token (malloc'd: curl callbacks never palloc);
+ * one longer than HTTP_MAX_CONTINUATION is dropped and marked, so the caller
+ * can tell a cut listing from a finished one.
+ */
+static void
+KeepContinuation(HttpRequest *req, const char *value, size_t len)
+{
+	free(req->continuation);
+	req->continuation = NULL;
+	req->continuation_too_long = len > HTTP_MAX_CONTINUATION;
+	if (len == 0 || req->continuation_too_long)
+		return;
+	req->continuation = malloc(len + 1);
+	if (req->continuation == NULL)
+	{
+		req->continuation_too_long = true;	/* treated like an unusable token */
+		return;
+	}
+	memcpy(req->continuation, value, len);
+	req->continuation[len] = '\0';
+}
+
 /* Header callback: keep the x-ms-* facts of the response */
 static size_t
 HeaderCallback(char *data, size_t size, size_t nitems, void *userdata)
@@ -175,6 +198,8 @@ HeaderCallback(char *data, size_t size, size_t nitems, void *userdata)
 		memcpy(req->activity_id, value, valuelen);
 		req->activity_id[valuelen] = '\0';
 	}
+	else if (namelen == 17 && pg_strncasecmp(data, "x-ms-continuation", 17) == 0)
+		KeepContinuation(req, value, valuelen);
 	return len;
 }
 
@@ -269,6 +294,7 @@ HttpRequestFree(HttpRequest *req)
 	if (req->body != NULL)
 		pfree(req->body);
 	free(req->response);
+	free(req->continuation);
 	free(req);
 }
 
@@ -327,6 +353,9 @@ HttpSubmit(HttpRequest *req)
 	req->request_charge = 0;
 	req->retry_after_ms = 0;
 	req->activity_id[0] = '\0';
+	free(req->continuation);
+	req->continuation = NULL;
+	req->continuation_too_long = false;
 	req->response_len = 0;
 	req->response_truncated = false;
 	req->error[0] = '\0';

@@ -15,6 +15,7 @@
 #define HTTP_MAX_RESPONSE_BYTES (8 * 1024 * 1024)
 #define HTTP_MAX_RETRY_AFTER_MS 60000	/* longest wait an endpoint can ask for */
 #define HTTP_MAX_REQUEST_CHARGE 100000.0	/* above any real request's RU charge */
+#define HTTP_MAX_CONTINUATION 16384	/* longest x-ms-continuation kept (real ones: a few hundred bytes) */
 
 /*
  * One request. The caller fills the request part (url and headers malloc'd,
@@ -38,6 +39,8 @@ typedef struct HttpRequest
 	double		request_charge; /* x-ms-request-charge */
 	int			retry_after_ms; /* x-ms-retry-after-ms */
 	char		activity_id[64];	/* x-ms-activity-id */
+	char	   *continuation;	/* x-ms-continuation (malloc'd), or NULL */
+	bool		continuation_too_long;	/* one came, longer than HTTP_MAX_CONTINUATION */
 	char	   *response;		/* body, NUL-terminated */
 	size_t		response_len;
 	bool		response_truncated;

@@ -322,8 +322,28 @@ SlotGuardEnsureForRoute(void)
 }
 
 /*
- * recover(): after a lost slot, make a new one and re-send every routed
- * table through it (resync()). Refused while the slot is intact.
+ * Ask the worker to sweep each routed container after the re-send (sweep.c):
+ * one table per container (the first routed) sweeps it, the check covers
+ * every route of that container. delete_missing = false asks for none.
+ */
+static void
+QueueSweeps(bool delete_missing)
+{
+	SPI_execute_with_args("UPDATE " COSMOS_SINK_SCHEMA ".resyncs s"
+						  " SET sweep = CASE WHEN $1 AND s.staging_table = (SELECT r2.staging_table"
+						  "   FROM " COSMOS_SINK_SCHEMA "." ROUTES_TABLE " r JOIN " COSMOS_SINK_SCHEMA "." ROUTES_TABLE " r2"
+						  "     ON r2.cosmos_database = r.cosmos_database AND r2.container = r.container"
+						  "  WHERE r.staging_table = s.staging_table ORDER BY r2.route_id LIMIT 1)"
+						  " THEN 'pending' END, docs_checked = 0, docs_deleted = 0",
+						  1, (Oid[]) {BOOLOID}, (Datum[]) {BoolGetDatum(delete_missing)},
+						  NULL, false, 0);
+}
+
+/*
+ * recover(delete_missing): after a lost slot, make a new one and re-send
+ * every routed table through it (resync()); then, unless delete_missing is
+ * false, delete the documents whose rows are gone. Refused while the slot is
+ * intact.
  */
 Datum
 recover(PG_FUNCTION_ARGS)
@@ -360,6 +380,7 @@ recover(PG_FUNCTION_ARGS)
 	SPI_execute("SELECT " COSMOS_SINK_SCHEMA ".resync(staging_table) FROM " COSMOS_SINK_SCHEMA "." ROUTES_TABLE,
 				false, 0);
 	routes = (int64) SPI_processed;
+	QueueSweeps(PG_GETARG_BOOL(0));
 	SPI_finish();
 	ereport(NOTICE,
 			(errmsg("cosmos_sink: made replication slot \"%s\" again; " INT64_FORMAT " routed tables are being re-sent",

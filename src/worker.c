@@ -37,6 +37,7 @@
 #include "slot_guard.h"
 #include "status.h"
 #include "subxact.h"
+#include "sweep.h"
 
 #define WORKER_RETRY_MS		5000	/* after a configuration problem */
 #define STANDBY_POLL_MS		500		/* how often a standby's worker looks for a promotion */
@@ -363,7 +364,12 @@ CompleteRequests(long timeout_ms)
 	int			i;
 
 	for (i = 0; i < n; i++)
-		BatchComplete(done[i]);
+	{
+		if (SweepOwns(done[i]))
+			SweepComplete(done[i]);	/* a listing request of recover()'s sweep */
+		else
+			BatchComplete(done[i]);
+	}
 	return n;
 }
 
@@ -609,6 +615,8 @@ WorkerTurn(void)
 		FlushDeadLetters();
 	if (forwarding && DecoderActive())
 		ResyncStep();
+	if (forwarding && DecoderActive())
+		SweepStep(BatchPendingBytes() <= BufferBytes() / 2);
 	if (DecoderActive())
 		AdvanceConfirmed(true);
 	PublishProgress();
