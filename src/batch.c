@@ -270,6 +270,8 @@ NewChange(SinkRoute *route, const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn
 void
 ChangeDone(SinkRoute *route, Change *change, bool count_done)
 {
+	/* freed in its own route's memory (its slot may be another route's) */
+	Assert(change->route == route);
 	if (count_done)
 		CheckpointChangeDone(change->txn);
 	PendingBytes -= ChangeSize(change);
