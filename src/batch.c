@@ -37,7 +37,7 @@ typedef struct SlotEntry
 static inline bool
 SlotSameDocument(const DocSlot *a, const DocSlot *b)
 {
-	return a->route == b->route && a->id_len == b->id_len && a->pk_len == b->pk_len &&
+	return a->container_id == b->container_id && a->id_len == b->id_len && a->pk_len == b->pk_len &&
 		memcmp(a->id, b->id, a->id_len) == 0 && memcmp(a->pk, b->pk, a->pk_len) == 0;
 }
 
@@ -57,7 +57,7 @@ SlotSameDocument(const DocSlot *a, const DocSlot *b)
 MemoryContext BatchContext = NULL;
 static MemoryContext ChangeContext = NULL;	/* parent of the routes' change memory */
 HTAB *Routes = NULL;		/* route_id -> SinkRoute */
-static slots_hash *Slots = NULL;	/* (route, pk, id) -> DocSlot */
+static slots_hash *Slots = NULL;	/* (container, pk, id) -> DocSlot */
 static Size PendingBytes = 0;
 static int64 PendingChanges = 0;
 
@@ -121,6 +121,31 @@ ParsePkColumns(SinkRoute *route, const char *json, int len)
 	}
 }
 
+/*
+ * The id that stands for a new route's container in document keys: that of
+ * an earlier route to the same database and container, or its own. Routes
+ * are never removed from the table, so the id stays valid.
+ */
+static int32
+ContainerIdOf(SinkRoute *route)
+{
+	HASH_SEQ_STATUS status;
+	SinkRoute  *other;
+
+	hash_seq_init(&status, Routes);
+	while ((other = hash_seq_search(&status)) != NULL)
+	{
+		if (other != route &&
+			strcmp(other->cosmos_database, route->cosmos_database) == 0 &&
+			strcmp(other->container, route->container) == 0)
+		{
+			hash_seq_term(&status);
+			return other->container_id;
+		}
+	}
+	return route->route_id;
+}
+
 /* A route record: create or refresh the worker's view of a route */
 void
 BatchRoute(const ChangeRecord *rec)
@@ -136,6 +161,7 @@ BatchRoute(const ChangeRecord *rec)
 	route->cosmos_database = CopyText(rec->cosmos_database, rec->cosmos_database_len);
 	route->container = CopyText(rec->container, rec->container_len);
 	ParsePkColumns(route, rec->pk_columns, rec->pk_columns_len);
+	route->container_id = ContainerIdOf(route);
 	dlist_init(&route->ready);
 	/*
 	 * Changes and slots of a route: exact sizes, a block freed once all its
@@ -215,6 +241,7 @@ NewChange(SinkRoute *route, const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn
 	char	   *p = change->data;
 
 	change->slot = NULL;
+	change->route = route;
 	change->txn = txn;
 	change->kind = rec->kind;
 	change->lsn = lsn;
@@ -243,6 +270,8 @@ NewChange(SinkRoute *route, const ChangeRecord *rec, XLogRecPtr lsn, TxnAck *txn
 void
 ChangeDone(SinkRoute *route, Change *change, bool count_done)
 {
+	/* freed in its own route's memory (its slot may be another route's) */
+	Assert(change->route == route);
 	if (count_done)
 		CheckpointChangeDone(change->txn);
 	PendingBytes -= ChangeSize(change);
@@ -262,18 +291,35 @@ ChangeDeadLetter(SinkRoute *route, Change *change, int status, int substatus,
 	ChangeDone(route, change, false);
 }
 
-/* Put a slot with a waiting change on its route's ready list (retries first) */
+/*
+ * Put a slot with a waiting change on the ready list of that change's route
+ * (retries first): the route that sends it
+ */
 static void
 SlotEnqueue(DocSlot *slot, bool front)
 {
+	SinkRoute  *route;
+
 	if (slot->queued || slot->waiting == NULL || slot->in_flight != NULL)
 		return;
+	route = slot->waiting->route;
 	if (front)
-		dlist_push_head(&slot->route->ready, &slot->ready_node);
+		dlist_push_head(&route->ready, &slot->ready_node);
 	else
-		dlist_push_tail(&slot->route->ready, &slot->ready_node);
+		dlist_push_tail(&route->ready, &slot->ready_node);
 	slot->queued = true;
-	slot->route->nready++;
+	route->nready++;
+}
+
+/* Take a slot off its ready list (its waiting change is replaced by another route's) */
+static void
+SlotDequeue(DocSlot *slot)
+{
+	if (!slot->queued)
+		return;
+	dlist_delete(&slot->ready_node);
+	slot->queued = false;
+	slot->waiting->route->nready--;
 }
 
 /* Drop a slot that has nothing left to send */
@@ -313,14 +359,14 @@ ChangeIsPoison(SinkRoute *route, Change *change)
 	return false;
 }
 
-/* Hash of a document's key: route, partition key (hashed already) and id */
+/* Hash of a document's key: container, partition key (hashed already) and id */
 static uint32
-DocumentKeyHash(int32 route_id, uint32 pk_hash, const char *id, int id_len)
+DocumentKeyHash(int32 container_id, uint32 pk_hash, const char *id, int id_len)
 {
 	uint32		hash = hash_bytes((const unsigned char *) id, id_len);
 
 	hash = hash_combine(hash, pk_hash);
-	return hash_combine(hash, murmurhash32((uint32) route_id));
+	return hash_combine(hash, murmurhash32((uint32) container_id));
 }
 
 /* The slot of a change's document, created if new */
@@ -332,7 +378,8 @@ SlotFor(SinkRoute *route, Change *change)
 	SlotEntry  *entry;
 	bool		found;
 
-	probe.hash = DocumentKeyHash(route->route_id, change->pk_hash, change->id, change->id_len);
+	probe.hash = DocumentKeyHash(route->container_id, change->pk_hash, change->id, change->id_len);
+	probe.container_id = route->container_id;
 	probe.route = route;
 	probe.id = change->id;
 	probe.id_len = change->id_len;
@@ -345,6 +392,7 @@ SlotFor(SinkRoute *route, Change *change)
 	/* (an ERROR here ends the worker, so the probe never outlives this call) */
 	slot = RouteAlloc(route, SlotSize(change->id_len, change->pk_len));
 	slot->hash = probe.hash;
+	slot->container_id = route->container_id;
 	slot->route = route;
 	slot->in_flight = NULL;
 	slot->waiting = NULL;
@@ -377,7 +425,12 @@ BatchAddChange(const ChangeRecord *rec, XLogRecPtr lsn)
 	slot = SlotFor(route, change);
 	change->slot = slot;
 	if (slot->waiting != NULL)
-		ChangeDone(route, slot->waiting, true);	/* superseded by this newer state */
+	{
+		/* superseded by this newer state, maybe of another route to the container */
+		if (slot->waiting->route != route)
+			SlotDequeue(slot);
+		ChangeDone(slot->waiting->route, slot->waiting, true);
+	}
 	slot->waiting = change;
 	SlotEnqueue(slot, false);
 }

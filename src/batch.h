@@ -30,6 +30,7 @@ typedef enum ContainerStatus
 typedef struct SinkRoute
 {
 	int32		route_id;		/* hash key */
+	int32		container_id;	/* the first route to the same container: documents key by it */
 	Oid			relid;
 	char	   *table_name;
 	char	   *cosmos_database;
@@ -64,6 +65,7 @@ typedef struct SinkRoute
 typedef struct Change
 {
 	struct DocSlot *slot;
+	SinkRoute  *route;			/* whose change (its memory, its requests) */
 	TxnAck	   *txn;
 	char		kind;			/* RECORD_UPSERT or RECORD_DELETE */
 	XLogRecPtr	lsn;
@@ -81,16 +83,19 @@ typedef struct Change
 
 /*
  * One document: the change in flight and the newest change waiting behind
- * it. Its key (route, partition key, id) is stored inline, hashed once.
+ * it. Its key (container, partition key, id) is stored inline, hashed once:
+ * two routes to one container share the slots of their documents, so a
+ * document keeps its order whichever route writes it.
  */
 typedef struct DocSlot
 {
 	uint32		hash;			/* of the key, kept by the slot table */
-	SinkRoute  *route;
+	int32		container_id;	/* of the routes to the document's container */
+	SinkRoute  *route;			/* whose memory holds the slot */
 	Change	   *in_flight;
 	Change	   *waiting;
 	dlist_node	ready_node;
-	bool		queued;			/* in route->ready */
+	bool		queued;			/* in the ready list of waiting's route */
 	int32		id_len;
 	int32		pk_len;
 	const char *id;				/* into key_data (a lookup probe: into its change) */
