@@ -58,6 +58,7 @@ MemoryContext BatchContext = NULL;
 static MemoryContext ChangeContext = NULL;	/* parent of the routes' change memory */
 HTAB *Routes = NULL;		/* route_id -> SinkRoute */
 static slots_hash *Slots = NULL;	/* (container, pk, id) -> DocSlot */
+static dlist_head FencedSlots = DLIST_STATIC_INIT(FencedSlots);	/* held back: SlotFence */
 static Size PendingBytes = 0;
 static int64 PendingChanges = 0;
 
@@ -300,7 +301,7 @@ SlotEnqueue(DocSlot *slot, bool front)
 {
 	SinkRoute  *route;
 
-	if (slot->queued || slot->waiting == NULL || slot->in_flight != NULL)
+	if (slot->queued || slot->fenced || slot->waiting == NULL || slot->in_flight != NULL)
 		return;
 	route = slot->waiting->route;
 	if (front)
@@ -322,10 +323,66 @@ SlotDequeue(DocSlot *slot)
 	slot->waiting->route->nready--;
 }
 
-/* Drop a slot that has nothing left to send */
+/*
+ * Hold a document back after a write whose outcome is unknown (no answer,
+ * 408, 5xx): Cosmos DB may still apply it, so its next write waits until
+ * cosmos_sink.unknown_outcome_delay_ms has passed; a newer state sent sooner
+ * could be overwritten by the late one. The slot is kept meanwhile, even
+ * when empty, so a new change of the document waits too.
+ */
+void
+SlotFence(DocSlot *slot)
+{
+	if (CosmosSinkUnknownOutcomeDelayMs <= 0)
+		return;
+	slot->fence_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													CosmosSinkUnknownOutcomeDelayMs);
+	if (!slot->fenced)
+		dlist_push_tail(&FencedSlots, &slot->fence_node);
+	slot->fenced = true;
+}
+
+/* Let go of the slots whose fence has passed: send what waits, drop what is empty */
+void
+BatchReleaseFences(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &FencedSlots)
+	{
+		DocSlot    *slot = dlist_container(DocSlot, fence_node, iter.cur);
+
+		if (slot->fence_until > now)
+			continue;
+		dlist_delete(&slot->fence_node);
+		slot->fenced = false;
+		SlotSettle(slot, true);
+	}
+}
+
+/* Milliseconds until the first fence passes, at most max_ms */
+long
+BatchFenceWaitMs(long max_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &FencedSlots)
+	{
+		DocSlot    *slot = dlist_container(DocSlot, fence_node, iter.cur);
+
+		max_ms = Min(max_ms, Max(TimestampDifferenceMilliseconds(now, slot->fence_until), 0));
+	}
+	return max_ms;
+}
+
+/* Drop a slot that has nothing left to send (a fenced one waits for its fence) */
 void
 SlotSettle(DocSlot *slot, bool retry)
 {
+	if (slot->fenced)
+		return;					/* BatchReleaseFences settles it */
 	if (slot->waiting != NULL)
 	{
 		SlotEnqueue(slot, retry);
@@ -397,6 +454,8 @@ SlotFor(SinkRoute *route, Change *change)
 	slot->in_flight = NULL;
 	slot->waiting = NULL;
 	slot->queued = false;
+	slot->fenced = false;
+	slot->fence_until = 0;
 	slot->id_len = change->id_len;
 	slot->pk_len = change->pk_len;
 	memcpy(slot->key_data, change->id, change->id_len);

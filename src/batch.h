@@ -96,6 +96,9 @@ typedef struct DocSlot
 	Change	   *waiting;
 	dlist_node	ready_node;
 	bool		queued;			/* in the ready list of waiting's route */
+	TimestampTz fence_until;	/* nothing sent before: an earlier write may still land */
+	dlist_node	fence_node;		/* in FencedSlots while fenced */
+	bool		fenced;
 	int32		id_len;
 	int32		pk_len;
 	const char *id;				/* into key_data (a lookup probe: into its change) */

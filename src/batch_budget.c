@@ -197,6 +197,7 @@ BatchNextWakeMs(long max_ms)
 	TimestampTz now = GetCurrentTimestamp();
 	long		ru_wait = RuWaitMs();
 
+	max_ms = BatchFenceWaitMs(max_ms);
 	hash_seq_init(&status, Routes);
 	while ((route = hash_seq_search(&status)) != NULL)
 	{

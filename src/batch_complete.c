@@ -39,6 +39,17 @@ LogFailedRequest(SinkRoute *route, SinkRequest *sr, const char *outcome, int ret
 					   http->activity_id[0] ? http->activity_id : "none")));
 }
 
+/*
+ * Whether a failed write may still be applied by Cosmos DB: no answer (a
+ * timeout, a reset, an unreadable answer), 408 or a 5xx. A 429, 449 or 410
+ * says nothing was done.
+ */
+static bool
+OutcomeUnknown(int status)
+{
+	return status == 0 || status == 408 || status >= 500;
+}
+
 /* Apply the outcome of one operation to its document slot; true if it is to be resent */
 static bool
 ApplyOutcome(SinkRoute *route, Change *change, CosmosOutcome outcome,
@@ -58,6 +69,8 @@ ApplyOutcome(SinkRoute *route, Change *change, CosmosOutcome outcome,
 			ChangeDeadLetter(route, change, result->status, result->substatus, problem);
 			break;
 		default:
+			if (OutcomeUnknown(result->status))
+				SlotFence(slot);
 			if (slot->waiting != NULL)
 				ChangeDone(route, change, true);	/* a newer state will be sent instead */
 			else

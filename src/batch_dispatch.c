@@ -288,6 +288,7 @@ BatchDispatch(bool eager)
 	SinkRoute  *route;
 	TimestampTz now = GetCurrentTimestamp();
 
+	BatchReleaseFences();
 	hash_seq_init(&status, Routes);
 	while ((route = hash_seq_search(&status)) != NULL)
 	{

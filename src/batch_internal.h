@@ -26,6 +26,9 @@ extern void ChangeDone(SinkRoute *route, Change *change, bool count_done);
 extern void ChangeDeadLetter(SinkRoute *route, Change *change, int status, int substatus,
 							 const char *error);
 extern void SlotSettle(DocSlot *slot, bool retry);
+extern void SlotFence(DocSlot *slot);
+extern void BatchReleaseFences(void);
+extern long BatchFenceWaitMs(long max_ms);
 
 /* batch_dispatch.c */
 extern int	RouteOpsLimit(SinkRoute *route);

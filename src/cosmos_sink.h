@@ -17,6 +17,7 @@ extern char *CosmosSinkDatabase;
 extern char *CosmosSinkSlotName;
 extern bool CosmosSinkEnabled;
 extern bool CosmosSinkFailoverSlot;
+extern int	CosmosSinkUnknownOutcomeDelayMs;
 extern char *CosmosSinkEndpoint;
 extern char *CosmosSinkKeyFile;
 extern char *CosmosSinkAadTokenFile;

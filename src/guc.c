@@ -22,6 +22,7 @@ char	   *CosmosSinkDatabase = NULL;
 char	   *CosmosSinkSlotName = NULL;
 bool		CosmosSinkEnabled = true;
 bool		CosmosSinkFailoverSlot = true;
+int			CosmosSinkUnknownOutcomeDelayMs = 5000;
 char	   *CosmosSinkEndpoint = NULL;
 char	   *CosmosSinkKeyFile = NULL;
 char	   *CosmosSinkAadTokenFile = NULL;
@@ -141,6 +142,11 @@ GucInit(void)
 	DefineCustomIntVariable("cosmos_sink.request_timeout_ms",
 							"Timeout of one request, counted from when it is sent.",
 							NULL, &CosmosSinkRequestTimeoutMs, 10000, 100, 600000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cosmos_sink.unknown_outcome_delay_ms",
+							"After a write whose outcome is unknown, how long its document waits before its next write.",
+							"A timed-out or 408/5xx write may still be applied by Cosmos DB; a newer state sent before that could be overwritten by it.",
+							&CosmosSinkUnknownOutcomeDelayMs, 5000, 0, 600000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("cosmos_sink.connect_timeout_ms",
 							"Timeout for establishing a connection to the endpoint.",

@@ -723,6 +723,7 @@ CosmosSinkWorkerMain(Datum arg)
 
 		ResetLatch(MyLatch);
 		HandleInterrupts();
+		SetCurrentStatementStartTimestamp();	/* now() in this turn's SQL */
 		WorkerTurn();
 		MemoryContextSwitchTo(old);
 		MemoryContextReset(LoopContext);

@@ -90,8 +90,9 @@ async function explain(e) {
 
 async function untilResyncsDone() {
   await waitFor(async () => (await sink.pg.query(
-    'SELECT coalesce(bool_and(finished_at IS NOT NULL), true) AS done FROM cosmos_sink.resyncs'))[0].done,
-  { timeoutMs: 120000, what: 'recover() re-sent every table' });
+    `SELECT coalesce(bool_and(finished_at IS NOT NULL AND coalesce(sweep, 'done') NOT IN ('pending', 'running')), true)
+       AS done FROM cosmos_sink.resyncs`))[0].done,
+  { timeoutMs: 120000, what: 'recover() re-sent every table and swept its container' });
 }
 
 test('a standby\'s worker does not forward: state standby', async () => {
