@@ -828,11 +828,11 @@ BEGIN
     SELECT format_type(a.atttypid, a.atttypmod) INTO id_type
       FROM pg_attribute a
      WHERE a.attrelid = job.staging_table AND a.attname = job.id_column AND NOT a.attisdropped;
+    -- the job's row is written once, at the end (a chunk is one UPDATE of it)
     IF job.started_at IS NULL THEN
+        job.started_at := now();
         job.rows_total := @extschema@.as_table_owner(job.staging_table,
                               format('SELECT count(*) FROM %s', job.staging_table))::bigint;
-        UPDATE @extschema@.resyncs SET started_at = now(), rows_total = job.rows_total
-         WHERE resyncs.staging_table = resync_step.staging_table;
     END IF;
     -- the chunk ends at an id value, so rows sharing an id are never split
     upto := @extschema@.as_table_owner(job.staging_table,
@@ -840,7 +840,8 @@ BEGIN
                        ' ORDER BY %1$I LIMIT $2::integer) c', job.id_column, job.staging_table, id_type),
                 job.last_id, chunk::text);
     IF upto IS NULL THEN
-        UPDATE @extschema@.resyncs SET finished_at = now()
+        UPDATE @extschema@.resyncs
+           SET started_at = job.started_at, rows_total = job.rows_total, finished_at = now()
          WHERE resyncs.staging_table = resync_step.staging_table;
         RETURN 0;
     END IF;
@@ -852,7 +853,9 @@ BEGIN
                    format('UPDATE %2$s SET %1$I = %1$I WHERE ($1 IS NULL OR %1$I > $1::%3$s) AND %1$I <= $2::%3$s',
                           job.id_column, job.staging_table, id_type),
                    job.last_id, upto)::bigint;
-    UPDATE @extschema@.resyncs SET last_id = upto, rows_done = rows_done + touched
+    UPDATE @extschema@.resyncs
+       SET started_at = job.started_at, rows_total = job.rows_total,
+           last_id = upto, rows_done = rows_done + touched
      WHERE resyncs.staging_table = resync_step.staging_table;
     RETURN touched;
 END

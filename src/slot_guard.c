@@ -290,6 +290,23 @@ CheckSlotNotForeign(const SlotFacts *facts)
 }
 
 /*
+ * Under the slot-change lock, with SPI connected: the slot's facts, whether
+ * a position is recorded, and why the slot cannot be trusted (or NULL).
+ */
+static char *
+SlotProblemLocked(SlotFacts *facts, bool *recorded)
+{
+	XLogRecPtr	limit = InvalidXLogRecPtr;
+
+	LockSlotChanges();
+	SlotGuardFacts(facts);
+	CheckSlotNotForeign(facts);
+	SPI_connect();
+	*recorded = LoadLimit(&limit);
+	return LostSlotProblem(facts, *recorded, limit);
+}
+
+/*
  * add_route(): make sure the slot exists and is consistent before the route
  * does, so every change committed after add_route() returns is kept. Creates
  * it only when none was ever recorded; a lost slot is an error naming
@@ -299,16 +316,9 @@ void
 SlotGuardEnsureForRoute(void)
 {
 	SlotFacts	facts;
-	XLogRecPtr	limit = InvalidXLogRecPtr;
 	bool		recorded;
-	char	   *problem;
+	char	   *problem = SlotProblemLocked(&facts, &recorded);
 
-	LockSlotChanges();
-	SlotGuardFacts(&facts);
-	CheckSlotNotForeign(&facts);
-	SPI_connect();
-	recorded = LoadLimit(&limit);
-	problem = LostSlotProblem(&facts, recorded, limit);
 	if (problem != NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -349,18 +359,12 @@ Datum
 recover(PG_FUNCTION_ARGS)
 {
 	SlotFacts	facts;
-	XLogRecPtr	limit = InvalidXLogRecPtr;
 	bool		recorded;
 	char	   *problem;
 	int64		routes;
 
 	CheckRouteDatabase();
-	LockSlotChanges();
-	SlotGuardFacts(&facts);
-	CheckSlotNotForeign(&facts);
-	SPI_connect();
-	recorded = LoadLimit(&limit);
-	problem = LostSlotProblem(&facts, recorded, limit);
+	problem = SlotProblemLocked(&facts, &recorded);
 	if (problem == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -13,6 +13,17 @@
 
 #include "subxact.h"
 
+/* Whether a failed step may succeed if tried again (locks, timeouts, resources) */
+bool
+ErrorIsTransient(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
+		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
+		sqlerrcode == ERRCODE_QUERY_CANCELED ||
+		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES;
+}
+
 /*
  * Run step(arg) in a subtransaction. NULL when it succeeded; else its error
  * (copied into the caller's memory context), everything it did rolled back.

@@ -10,5 +10,6 @@
 typedef void (*SubtransactionStep) (void *arg);
 
 extern ErrorData *RunInSubtransaction(SubtransactionStep step, void *arg);
+extern bool ErrorIsTransient(int sqlerrcode);
 
 #endif							/* COSMOS_SINK_SUBXACT_H */

@@ -436,17 +436,6 @@ SweepPageStep(void *arg)
 							  1, (Oid[]) {OIDOID}, (Datum[]) {ObjectIdGetDatum(S.relid)}, NULL, false, 0);
 }
 
-/* Whether a failed page may pass if tried again (locks, timeouts, resources) */
-static bool
-SweepErrorTransient(int sqlerrcode)
-{
-	return sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
-		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
-		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-		sqlerrcode == ERRCODE_QUERY_CANCELED ||
-		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES;
-}
-
 /* After a page: the next one of this range, the next range, or the end */
 static void
 SweepAdvance(void)
@@ -486,7 +475,7 @@ SweepApplyPage(void)
 
 	if (edata != NULL)
 	{
-		if (SweepErrorTransient(edata->sqlerrcode) && ++S.failures < SWEEP_MAX_FAILURES)
+		if (ErrorIsTransient(edata->sqlerrcode) && ++S.failures < SWEEP_MAX_FAILURES)
 		{
 			ereport(LOG, (errmsg("cosmos_sink: sweep of %s: page failed, trying again: %s",
 								 S.table_name, edata->message)));

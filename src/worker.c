@@ -247,17 +247,6 @@ ResyncFailed(const char *message)
 						  NULL, false, 0);
 }
 
-/* Whether a failed chunk may succeed if tried again (locks, timeouts, resources) */
-static bool
-ResyncErrorTransient(int sqlerrcode)
-{
-	return sqlerrcode == ERRCODE_T_R_SERIALIZATION_FAILURE ||
-		sqlerrcode == ERRCODE_T_R_DEADLOCK_DETECTED ||
-		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE ||
-		sqlerrcode == ERRCODE_QUERY_CANCELED ||
-		ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_INSUFFICIENT_RESOURCES;
-}
-
 /*
  * A chunk failed: a transient error is tried again after a backoff (up to
  * RESYNC_MAX_RETRIES in a row), any other stops the backfill with the reason.
@@ -265,7 +254,7 @@ ResyncErrorTransient(int sqlerrcode)
 static void
 ResyncChunkFailed(ErrorData *edata)
 {
-	if (ResyncErrorTransient(edata->sqlerrcode) && ++ResyncFailures < RESYNC_MAX_RETRIES)
+	if (ErrorIsTransient(edata->sqlerrcode) && ++ResyncFailures < RESYNC_MAX_RETRIES)
 	{
 		long		backoff = Min(1000L << ResyncFailures, 30000L);
 
