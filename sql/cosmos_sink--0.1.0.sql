@@ -48,7 +48,8 @@ CREATE FUNCTION add_route(staging_table regclass,
                           partition_key text[],
                           id_column name DEFAULT NULL)
 RETURNS routes
-AS 'MODULE_PATHNAME', 'add_route' LANGUAGE C;
+AS 'MODULE_PATHNAME', 'add_route' LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 
 -- partition_key => 'col' (or '{a,b}') resolves here: unknown literals prefer text
 CREATE FUNCTION add_route(staging_table regclass,
@@ -57,11 +58,13 @@ CREATE FUNCTION add_route(staging_table regclass,
                           partition_key text,
                           id_column name DEFAULT NULL)
 RETURNS routes
-AS 'MODULE_PATHNAME', 'add_route_text' LANGUAGE C;
+AS 'MODULE_PATHNAME', 'add_route_text' LANGUAGE C
+SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION remove_route(staging_table regclass)
 RETURNS routes
-AS 'MODULE_PATHNAME', 'remove_route' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'remove_route' LANGUAGE C STRICT
+SET search_path = pg_catalog, pg_temp;
 
 REVOKE ALL ON FUNCTION add_route(regclass, text, text, text[], name) FROM PUBLIC;
 REVOKE ALL ON FUNCTION add_route(regclass, text, text, text, name) FROM PUBLIC;
@@ -795,7 +798,8 @@ REVOKE ALL ON FUNCTION resync(regclass) FROM PUBLIC;
 -- sweeps each routed container and deletes the documents no routed row has
 -- (sweep_step()). Returns how many tables are re-sent.
 CREATE FUNCTION recover(delete_missing boolean DEFAULT true) RETURNS bigint
-AS 'MODULE_PATHNAME', 'recover' LANGUAGE C STRICT;
+AS 'MODULE_PATHNAME', 'recover' LANGUAGE C STRICT
+SET search_path = pg_catalog, pg_temp;
 REVOKE ALL ON FUNCTION recover(boolean) FROM PUBLIC;
 
 -- One chunk of a backfill (called by the worker, in its own transaction):

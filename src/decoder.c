@@ -217,6 +217,15 @@ DecoderStart(DecoderPumpHook pump, char **problem)
 											 ALLOCSET_DEFAULT_SIZES);
 	old = MemoryContextSwitchTo(DecodeMemory);
 	CompatReplicationSlotAcquire(CosmosSinkSlotName, true);
+	if (!SlotGuardAcquiredIsOurs())
+	{
+		ReplicationSlotRelease();
+		MemoryContextSwitchTo(old);
+		CurrentResourceOwner = saved;
+		*problem = psprintf("replication slot \"%s\" changed while the worker was starting; checking it again",
+							CosmosSinkSlotName);
+		return false;
+	}
 	Ctx = CreateDecodingContext(InvalidXLogRecPtr,
 								list_make1(makeDefElem("format", (Node *) makeString("binary"), -1)),
 								false,

@@ -31,6 +31,7 @@
 
 #include "compat.h"
 #include "cosmos_sink.h"
+#include "decoder.h"
 #include "route.h"
 #include "slot_guard.h"
 
@@ -122,8 +123,10 @@ LostSlotProblem(const SlotFacts *facts, bool recorded, XLogRecPtr limit)
 static void
 BeginGuardTransaction(bool durable)
 {
+	DecoderBeforeSql();			/* no cache entry of decoding's snapshots serves SQL */
 	StartTransactionCommand();
-	if (durable && synchronous_commit < SYNCHRONOUS_COMMIT_LOCAL_FLUSH)
+	/* flushed here, never waiting for a synchronous standby (local is enough) */
+	if (durable)
 		(void) set_config_option("synchronous_commit", "local", PGC_USERSET, PGC_S_SESSION,
 								 GUC_ACTION_LOCAL, true, 0, false);
 	SPI_connect();
@@ -213,7 +216,8 @@ StreamingStandbySlot(void)
 	{
 		ReplicationSlot *s = &ReplicationSlotCtl->replication_slots[i];
 
-		if (s->in_use && SlotIsPhysical(s) && s->active_pid != 0)
+		if (s->in_use && SlotIsPhysical(s) && s->active_pid != 0 &&
+			s->data.persistency == RS_PERSISTENT)	/* not pg_basebackup's */
 			name = pstrdup(NameStr(s->data.name));
 	}
 	LWLockRelease(ReplicationSlotControlLock);
@@ -247,6 +251,17 @@ SlotGuardFailoverProblem(void)
 		return psprintf("a standby streams through replication slot \"%s\" but synchronized_standby_slots is empty: changes can reach Cosmos DB before that standby has them; set synchronized_standby_slots = '%s' on this server",
 						standby, standby);
 	return NULL;
+}
+
+/*
+ * The slot just acquired is still the one SlotGuardVerify judged: it could
+ * have been dropped and made again in between (the worker did not hold it).
+ */
+bool
+SlotGuardAcquiredIsOurs(void)
+{
+	return XLogRecPtrIsInvalid(ConfirmLimit) || CompatSlotSynced(MyReplicationSlot) ||
+		MyReplicationSlot->data.restart_lsn <= ConfirmLimit;
 }
 
 /* One slot change at a time: add_route() and recover() wait for each other */

@@ -36,5 +36,6 @@ extern SlotVerdict SlotGuardVerify(const SlotFacts *facts, char **problem);
 extern XLogRecPtr SlotGuardBound(XLogRecPtr target, bool may_record, bool idle);
 extern void SlotGuardEnsureForRoute(void);
 extern char *SlotGuardFailoverProblem(void);
+extern bool SlotGuardAcquiredIsOurs(void);
 
 #endif							/* COSMOS_SINK_SLOT_GUARD_H */
