@@ -17,11 +17,14 @@ async function waitForResync(table, fn, opts) {
     return await waitFor(fn, opts);
   } catch (e) {
     const [row] = await sink.pg.query('SELECT * FROM cosmos_sink.resyncs WHERE staging_table = $1::regclass', [table]).catch(() => []);
-    const [st] = await sink.pg.query('SELECT state, last_error FROM cosmos_sink.status').catch(() => []);
+    const [st] = await sink.pg.query('SELECT w.*, s.active, s.confirmed_flush_lsn, pg_current_wal_lsn() AS wal FROM cosmos_sink.worker_status() w LEFT JOIN pg_replication_slots s ON s.slot_name = w.slot_name').catch((x) => [x.message]);
     const act = await sink.pg.query(`SELECT pid, backend_type, state, wait_event_type, wait_event, left(query, 120) AS query
       FROM pg_stat_activity WHERE backend_type NOT IN ('checkpointer', 'background writer', 'walwriter', 'autovacuum launcher', 'logical replication launcher', 'io worker')`).catch(() => []);
     const waits = await sink.pg.query('SELECT locktype, relation::regclass AS rel, mode, pid FROM pg_locks WHERE NOT granted').catch(() => []);
     e.message += `\nactivity: ${JSON.stringify(act)}\nlock waits: ${JSON.stringify(waits)}`;
+    const all = await sink.pg.query('SELECT staging_table::text, started_at, finished_at, rows_done FROM cosmos_sink.resyncs').catch(() => []);
+    e.message += `\nall resyncs: ${JSON.stringify(all)}`;
+    if (process.env.RESYNC_KEEP_LOG) (await import('node:fs')).writeFileSync(process.env.RESYNC_KEEP_LOG, sink.pg.serverLog());
     const lines = sink.pg.serverLog().split('\n').filter((l) => /resync|ERROR|FATAL|PANIC|terminated/.test(l)).slice(-20);
     e.message += `\nresyncs: ${JSON.stringify(row)}\nstatus: ${JSON.stringify(st)}\nserver log:\n${lines.join('\n')}`;
     throw e;
@@ -77,6 +80,9 @@ test('backfill with concurrent updates and deletes ends exact', async () => {
   assert.ok(progressSeen, 'status.resync_progress showed rows done / total while running');
   const done = await resyncDone('rs_orders');
   assert.ok(Number(done.rows_total) > 10000 && Number(done.rows_done) > 10000, JSON.stringify(done));
+  // one live version of the job's row (a seqscan sees no left-over version of a failed chunk)
+  const rows = await sink.pg.query(`SELECT count(*)::int AS n FROM cosmos_sink.resyncs WHERE staging_table::text = 'rs_orders'`);
+  assert.equal(rows[0].n, 1);
 });
 
 test('a backfill resumes where it stopped after a crash', async () => {
