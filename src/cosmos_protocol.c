@@ -22,6 +22,36 @@
 #include "compat.h"
 #include "cosmos.h"
 
+/*
+ * Why Cosmos DB would refuse an id (SPEC section 4), or NULL if it is fine:
+ * empty, over 1023 bytes, or holding / \ ? #.
+ */
+const char *
+CosmosInvalidIdReason(const char *id, int id_len)
+{
+	int			i;
+
+	if (id_len <= 0)
+		return "id is empty";
+	if (id_len > COSMOS_MAX_ID_BYTES)
+		return "id is longer than 1023 bytes, the most Cosmos DB allows";
+	for (i = 0; i < id_len; i++)
+	{
+		switch (id[i])
+		{
+			case '/':
+				return "id contains \"/\", which Cosmos DB does not allow";
+			case '\\':
+				return "id contains \"\\\", which Cosmos DB does not allow";
+			case '?':
+				return "id contains \"?\", which Cosmos DB does not allow";
+			case '#':
+				return "id contains \"#\", which Cosmos DB does not allow";
+		}
+	}
+	return NULL;
+}
+
 /* Deeper JSON is refused before parsing (documents nest at most 128 levels) */
 #define JSON_MAX_NESTING 256
 

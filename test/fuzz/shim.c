@@ -48,6 +48,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -644,6 +645,13 @@ char *
 JsonbToCString(StringInfo out, JsonbContainer *in, int estimated_len)
 {
 	UNREACHABLE("JsonbToCString");
+}
+
+void
+deconstruct_array(ArrayType *array, Oid elmtype, int elmlen, bool elmbyval, char elmalign,
+				  Datum **elemsp, bool **nullsp, int *nelemsp)
+{
+	UNREACHABLE("deconstruct_array");
 }
 
 JsonbValue *
