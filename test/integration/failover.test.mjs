@@ -113,6 +113,13 @@ test('the standby comes first: nothing reaches Cosmos DB before the standby has 
   if (!failoverSlots) { t.skip('failover slots need PostgreSQL 17'); return; }
   const standby = await startStandby(sink.pg, { slot: 'standby_first' });
   try {
+    // a standby streams while synchronized_standby_slots is empty: on reload the worker names the fix
+    const since = sink.pg.logOffset();
+    await waitFor(async () => {
+      await sink.pg.setConf({}); // a reload
+      await sleep(1000);
+      return /synchronized_standby_slots is empty.*synchronized_standby_slots = 'standby_first'/.test(sink.pg.serverLog({ since }));
+    }, { timeoutMs: 30000, what: 'a WARNING naming synchronized_standby_slots' });
     await sink.pg.setConf({ 'synchronized_standby_slots': 'standby_first' });
     await sink.pg.query(`INSERT INTO ${TABLE} VALUES (900001, 'c1', 'before', 1, 0)`);
     await sink.waitCaughtUp();
