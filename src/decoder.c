@@ -20,6 +20,8 @@
 #include "replication/logical.h"
 #include "replication/slot.h"
 #include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/inval.h"
@@ -192,6 +194,27 @@ SlotUsable(char **problem)
 }
 
 /*
+ * Make this process count again in every other backend's snapshots and
+ * horizons. CreateDecodingContext() outside a transaction (as a walsender
+ * calls it) marks the process PROC_IN_LOGICAL_DECODING, and other backends
+ * then leave its xid and xmin out: a reader would take a backfill chunk's
+ * running transaction for an aborted one and hint the rows it updates as
+ * never deleted, leaving two live versions once it commits. This worker
+ * runs write transactions between decoding rounds, so it must be counted
+ * as an ordinary backend, as pg_logical_slot_get_changes() (which decodes
+ * inside a transaction) is. Decoding itself holds no xid and no snapshot
+ * xmin; the slot's catalog_xmin still guards the catalog rows it reads.
+ */
+static void
+DecoderCountInSnapshots(void)
+{
+	LWLockAcquire(ProcArrayLock, LW_EXCLUSIVE);
+	MyProc->statusFlags &= ~PROC_IN_LOGICAL_DECODING;
+	ProcGlobal->statusFlags[MyProc->pgxactoff] = MyProc->statusFlags;
+	LWLockRelease(ProcArrayLock);
+}
+
+/*
  * Acquire the slot and start decoding from its confirmed position. False
  * with a message when the slot cannot be used, or with none while no route
  * made it yet (the worker never makes it: see slot_guard.c).
@@ -233,6 +256,7 @@ DecoderStart(DecoderPumpHook pump, char **problem)
 										   .segment_open = wal_segment_open,
 										   .segment_close = wal_segment_close),
 								DecoderPrepareWrite, DecoderWrite, DecoderUpdateProgress);
+	DecoderCountInSnapshots();
 	XLogBeginRead(Ctx->reader, MyReplicationSlot->data.restart_lsn);
 	ReadUpTo = MyReplicationSlot->data.restart_lsn;
 	MemoryContextSwitchTo(old);

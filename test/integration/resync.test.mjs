@@ -85,6 +85,52 @@ test('backfill with concurrent updates and deletes ends exact', async () => {
   assert.equal(rows[0].n, 1);
 });
 
+// The worker decodes from its slot and also writes (a backfill chunk is an
+// UPDATE in its own transaction). Other backends must see that transaction
+// as running: a reader that took it for aborted would hint the old version
+// of a row it looks up as never deleted, and once the chunk commits that row
+// has two live versions (duplicate key errors, a job row read twice). The
+// chunk is held open by a statement trigger that sleeps; meanwhile a later
+// transaction commits and this session looks rows up by key (index scans:
+// the HOT chain's old version only).
+test('rows looked up during a backfill chunk have one live version after it', async () => {
+  await sink.pg.query(`CREATE TABLE rs_seen (id bigint PRIMARY KEY, k text NOT NULL, v int) WITH (fillfactor = 50)`);
+  await sink.pg.query(`INSERT INTO rs_seen SELECT g, 'k' || g % 3, g FROM generate_series(1, 1000) g`);
+  await sink.pg.query(`CREATE FUNCTION rs_seen_lookup() RETURNS int LANGUAGE plpgsql
+    SET enable_seqscan = off SET enable_bitmapscan = off AS $$
+    DECLARE found_rows int := 0;
+    BEGIN
+      FOR i IN 1..1000 BY 7 LOOP
+        PERFORM 1 FROM rs_seen WHERE id = i;
+        IF FOUND THEN found_rows := found_rows + 1; END IF;
+      END LOOP;
+      RETURN found_rows;
+    END $$`);
+  await sink.pg.query(`CREATE FUNCTION rs_seen_hold() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$`);
+  await sink.pg.query(`CREATE TRIGGER hold AFTER UPDATE ON rs_seen FOR EACH STATEMENT EXECUTE FUNCTION rs_seen_hold()`);
+  await sink.route('rs_seen', 'rs_seen', 'k');
+  await sink.pg.query(`SELECT cosmos_sink.resync('rs_seen')`);
+  // the chunk has updated every row and sleeps in the trigger: its xid is running
+  const sleeping = `SELECT a.backend_xid::text::xid8 AS xid FROM pg_stat_activity a
+    WHERE a.backend_type = 'cosmos_sink worker' AND a.wait_event = 'PgSleep' AND a.backend_xid IS NOT NULL`;
+  await waitForResync('rs_seen', async () => (await sink.pg.query(sleeping)).length === 1,
+    { timeoutMs: 60000, what: 'backfill chunk holding its transaction open' });
+  // a later transaction commits meanwhile: the snapshot's xmax passes the chunk's xid
+  await sink.pg.query('SELECT pg_current_xact_id()');
+  const [during] = await sink.pg.query(`SELECT pg_visible_in_snapshot(w.xid, pg_current_snapshot()) AS done,
+      rs_seen_lookup() AS found
+    FROM (${sleeping}) w`);
+  assert.equal(during.done, false, "the worker's running transaction is running in other backends' snapshots");
+  assert.equal(during.found, 143, 'every row looked up is there while the chunk runs');
+  await waitForResync('rs_seen', async () => (await resyncDone('rs_seen')).done, { timeoutMs: 60000, what: 'resync finished' });
+  const [after] = await sink.pg.query(`SELECT count(*)::int AS n, count(DISTINCT id)::int AS ids FROM rs_seen`);
+  assert.deepEqual(after, { n: 1000, ids: 1000 }, 'one live version of each row after the chunk committed');
+  await sink.waitCaughtUp();
+  const r = await sink.verify('rs_seen', 'id', 'rs_seen');
+  assert.ok(r.ok, String(r));
+});
+
 test('a backfill resumes where it stopped after a crash', async () => {
   await sink.pg.query(`CREATE TABLE rs2 (order_id bigint PRIMARY KEY, customer_id text NOT NULL, note text)`);
   await sink.pg.query(`INSERT INTO rs2 SELECT g, 'c' || g % 5, 'before' FROM generate_series(1, 30000) g`);
