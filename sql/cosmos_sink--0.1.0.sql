@@ -191,7 +191,8 @@ CREATE FUNCTION container_stats_internal(OUT route_id integer, OUT upserts bigin
     OUT dead_lettered bigint, OUT ru_total numeric, OUT ru_per_second float8,
     OUT avg_batch_ops float8, OUT p50_ms float8, OUT p99_ms float8,
     OUT last_ack_at timestamptz, OUT stats_reset timestamptz, OUT relid oid,
-    OUT truncates bigint, OUT skipped bigint)
+    OUT truncates bigint, OUT skipped bigint, OUT provisioned_ru_per_second float8,
+    OUT ru_budget float8, OUT ru_budget_source text)
 RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'container_stats_internal' LANGUAGE C;
 REVOKE ALL ON FUNCTION container_stats_internal() FROM PUBLIC;
@@ -215,7 +216,10 @@ SELECT r.staging_table,
        s.last_ack_at,
        s.stats_reset,
        COALESCE(s.truncates, 0) AS truncates,
-       COALESCE(s.skipped, 0) AS skipped
+       COALESCE(s.skipped, 0) AS skipped,
+       s.provisioned_ru_per_second,
+       s.ru_budget,
+       s.ru_budget_source
   FROM routes r
   LEFT JOIN container_stats_internal() s ON s.route_id = r.route_id;
 

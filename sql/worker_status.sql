@@ -23,6 +23,17 @@ SELECT string_agg(attname, ', ' ORDER BY attnum) AS status_columns
 SELECT string_agg(attname, ', ' ORDER BY attnum) AS container_stats_columns
   FROM pg_attribute WHERE attrelid = 'cosmos_sink.container_stats'::regclass AND attnum > 0;
 
+-- the RU budget: a number of RU/s (0: none) or 'auto' with a share of the provisioned throughput
+SELECT current_setting('cosmos_sink.max_ru_per_second') AS max_ru_per_second,
+       current_setting('cosmos_sink.ru_share') AS ru_share;
+ALTER SYSTEM SET cosmos_sink.max_ru_per_second = 'lots';
+ALTER SYSTEM SET cosmos_sink.max_ru_per_second = '-5';
+ALTER SYSTEM SET cosmos_sink.max_ru_per_second = 'AUTO';
+ALTER SYSTEM SET cosmos_sink.max_ru_per_second = 2500;
+ALTER SYSTEM SET cosmos_sink.ru_share = 1.5;
+ALTER SYSTEM RESET cosmos_sink.max_ru_per_second;
+ALTER SYSTEM RESET cosmos_sink.ru_share;
+
 -- a route without traffic yet shows zeros; reset_stats() is for the owner
 CREATE TABLE stats_staging (id int PRIMARY KEY, k int);
 SET client_min_messages = warning;

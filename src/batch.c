@@ -174,6 +174,7 @@ BatchRoute(const ChangeRecord *rec)
 	route->container_status = CONTAINER_UNKNOWN;
 	route->window = CosmosSinkMaxInFlight;
 	route->ru_per_op = RU_PER_OP_GUESS;
+	route->offer.level = COSMOS_OFFER_NONE;
 	CosmosRouteUrls(route);
 }
 

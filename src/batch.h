@@ -21,6 +21,7 @@ typedef enum ContainerStatus
 {
 	CONTAINER_UNKNOWN,			/* definition not read yet */
 	CONTAINER_FETCHING,			/* GET container or pkranges in flight */
+	CONTAINER_NEED_OFFER,		/* definition known, provisioned throughput not read */
 	CONTAINER_NEED_RANGES,		/* definition known, ranges stale */
 	CONTAINER_READY,
 	CONTAINER_ERROR				/* missing, mismatched or unauthorized: retry slowly */
@@ -57,6 +58,18 @@ typedef struct SinkRoute
 	int			window_successes;	/* successes since the window last grew */
 	double		ru_per_op;		/* running average charge, for the RU budget */
 	TimestampTz last_sent_at;	/* last write request, to bound how long changes are held back */
+	/* provisioned throughput, under max_ru_per_second = 'auto' (batch_offer.c) */
+	char	   *coll_rid;		/* the container's resource id */
+	char	   *db_rid;			/* its database's */
+	CosmosOffer offer;			/* level NONE: no budget */
+	char	   *offer_problem;	/* why there is none: serverless, forbidden, unreadable */
+	bool		offer_reading;	/* an offers query is in flight */
+	TimestampTz offer_due_at;	/* when to read it again */
+	TimestampTz offer_read_at;
+	int			storm_throttles;	/* 429s since storm_since */
+	TimestampTz storm_since;
+	char	   *budget_shown;	/* what container_stats shows of the budget */
+
 	MemoryContext memory;		/* the route's changes and slots (a generation context) */
 	int64		live_chunks;	/* changes and slots allocated in memory, not yet freed */
 } SinkRoute;
@@ -111,7 +124,8 @@ typedef enum SinkRequestKind
 	SINK_REQUEST_BATCH,			/* transactional batch, one logical partition */
 	SINK_REQUEST_BULK,			/* non-atomic, one physical partition range */
 	SINK_REQUEST_CONTAINER,		/* GET container definition */
-	SINK_REQUEST_PKRANGES		/* GET partition key ranges */
+	SINK_REQUEST_PKRANGES,		/* GET partition key ranges */
+	SINK_REQUEST_OFFER			/* POST /offers: provisioned throughput */
 } SinkRequestKind;
 
 /* A request in flight; http->owner points back here */

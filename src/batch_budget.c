@@ -1,8 +1,9 @@
 /*
  * batch_budget.c
  *		Pacing of the batcher's requests: the client-side RU budget
- *		(cosmos_sink.max_ru_per_second, a token bucket charged with each
- *		request's expected cost and corrected by its real charge), adaptive
+ *		(cosmos_sink.max_ru_per_second: token buckets, one for a fixed figure or
+ *		one per offer under 'auto', charged with each request's expected cost
+ *		and corrected by its real charge), adaptive
  *		concurrency per route (AIMD on 429s) and backoff after failures.
  */
 #include "postgres.h"
@@ -19,8 +20,20 @@
 #define BACKOFF_BASE_MS			100
 #define BACKOFF_MAX_MS			30000
 
-static double RuTokens = 0;		/* client-side RU budget (max_ru_per_second) */
-static TimestampTz RuRefilledAt = 0;
+/*
+ * A token bucket of the client-side RU budget: one for a fixed
+ * max_ru_per_second (shared by every route), one per offer under 'auto'
+ * (shared by the routes to containers under that offer)
+ */
+typedef struct RuBucket
+{
+	char		key[sizeof(((CosmosOffer *) NULL)->resource_id)];	/* the offer's resource id */
+	double		tokens;
+	TimestampTz refilled_at;
+} RuBucket;
+
+static RuBucket FixedBucket;
+static HTAB *OfferBuckets = NULL;
 
 /* Burst allowed by the RU budget, in seconds of budget */
 #define RU_BURST_SECONDS	0.1
@@ -46,27 +59,53 @@ RouteBackoff(SinkRoute *route, long ms, bool throttled)
 	route->throttled = throttled;
 }
 
-/* Refill the RU budget's bucket for the time passed */
-static void
-RuRefill(void)
+/* The bucket of an offer, made on first use */
+static RuBucket *
+OfferBucket(const char *resource_id)
 {
-	TimestampTz now = GetCurrentTimestamp();
-	double		budget = CosmosSinkMaxRuPerSecond;
+	RuBucket   *bucket;
+	bool		found;
 
-	if (RuRefilledAt != 0)
-		RuTokens = Min(budget * RU_BURST_SECONDS,
-					   RuTokens + budget * (double) (now - RuRefilledAt) / USECS_PER_SEC);
-	RuRefilledAt = now;
+	if (OfferBuckets == NULL)
+	{
+		HASHCTL		ctl = {.keysize = sizeof(FixedBucket.key), .entrysize = sizeof(RuBucket),
+		.hcxt = BatchContext};
+
+		OfferBuckets = hash_create("cosmos_sink RU budgets", 16, &ctl,
+								   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
+	}
+	bucket = hash_search(OfferBuckets, resource_id, HASH_ENTER, &found);
+	if (!found)
+	{
+		bucket->tokens = 0;
+		bucket->refilled_at = 0;
+	}
+	return bucket;
 }
 
-/* Whether the client-side RU budget lets another request go now */
-static bool
-RuBudgetAllows(void)
+/* The bucket pacing a route and its rate in RU/s; NULL when it has no budget */
+static RuBucket *
+RouteBucket(SinkRoute *route, double *rate)
 {
-	if (CosmosSinkMaxRuPerSecond <= 0)
-		return true;
-	RuRefill();
-	return RuTokens > 0;
+	if (!CosmosSinkRuBudgetAuto)
+	{
+		*rate = CosmosSinkMaxRuPerSecond;
+		return *rate > 0 ? &FixedBucket : NULL;
+	}
+	*rate = OfferBudget(route);
+	return *rate > 0 ? OfferBucket(route->offer.resource_id) : NULL;
+}
+
+/* Refill a bucket for the time passed */
+static void
+RuRefill(RuBucket *bucket, double rate)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (bucket->refilled_at != 0)
+		bucket->tokens = Min(rate * RU_BURST_SECONDS,
+							 bucket->tokens + rate * (double) (now - bucket->refilled_at) / USECS_PER_SEC);
+	bucket->refilled_at = now;
 }
 
 /*
@@ -76,40 +115,47 @@ RuBudgetAllows(void)
 bool
 RuBudgetAllowsBatch(SinkRoute *route)
 {
+	double		rate;
+	RuBucket   *bucket = RouteBucket(route, &rate);
 	double		want;
 
-	if (CosmosSinkMaxRuPerSecond <= 0)
+	if (bucket == NULL)
 		return true;
-	if (!RuBudgetAllows())
+	RuRefill(bucket, rate);
+	if (bucket->tokens <= 0)
 		return false;
 	want = Min(Min(route->nready, RouteOpsLimit(route)) * route->ru_per_op,
-			   CosmosSinkMaxRuPerSecond * RU_BURST_SECONDS);
-	return RuTokens >= want;
+			   rate * RU_BURST_SECONDS);
+	return bucket->tokens >= want;
 }
 
-/* Milliseconds until the RU budget has saved up for a full request again */
+/* Milliseconds until a route's budget has saved up for a full request again */
 static long
-RuWaitMs(void)
+RuWaitMs(SinkRoute *route)
 {
+	double		rate;
+	RuBucket   *bucket = RouteBucket(route, &rate);
 	double		want;
 
-	if (CosmosSinkMaxRuPerSecond <= 0)
+	if (bucket == NULL)
 		return 0;
-	RuRefill();
-	want = CosmosSinkMaxRuPerSecond * RU_BURST_SECONDS;
-	if (RuTokens >= want)
+	RuRefill(bucket, rate);
+	want = rate * RU_BURST_SECONDS;
+	if (bucket->tokens >= want)
 		return 0;
-	return (long) ceil((want - RuTokens) * 1000.0 / CosmosSinkMaxRuPerSecond) + 1;
+	return (long) ceil((want - bucket->tokens) * 1000.0 / rate) + 1;
 }
 
-/* Set a request's expected charge aside from the RU budget; returns it */
+/* Set a request's expected charge aside from the route's budget; returns it */
 double
 RuReserve(SinkRoute *route, int nops)
 {
+	double		rate;
+	RuBucket   *bucket = RouteBucket(route, &rate);
 	double		reserved = nops * route->ru_per_op;
 
-	if (CosmosSinkMaxRuPerSecond > 0)
-		RuTokens -= reserved;
+	if (bucket != NULL)
+		bucket->tokens -= reserved;
 	return reserved;
 }
 
@@ -117,10 +163,12 @@ RuReserve(SinkRoute *route, int nops)
 int
 DispatchLimit(SinkRoute *route, int free_requests)
 {
+	double		rate;
+	RuBucket   *bucket = RouteBucket(route, &rate);
 	int			max = free_requests * RouteOpsLimit(route);
 
-	if (CosmosSinkMaxRuPerSecond > 0)
-		max = Min(max, Max(1, (int) (RuTokens / Max(route->ru_per_op, 0.1)) + 1));
+	if (bucket != NULL)
+		max = Min(max, Max(1, (int) (bucket->tokens / Max(route->ru_per_op, 0.1)) + 1));
 	return max;
 }
 
@@ -140,14 +188,16 @@ void
 AccountCharge(SinkRoute *route, SinkRequest *sr, bool per_op)
 {
 	double		charge = Min(sr->http->request_charge, PlausibleCharge(sr));
+	double		rate;
+	RuBucket   *bucket = RouteBucket(route, &rate);
 
 	/*
 	 * Debt is capped at one second of budget: a charge far above what was
 	 * reserved (or an endpoint's absurd figure) pauses sending for at most a
 	 * second; the service's own 429s correct a real overrun.
 	 */
-	if (CosmosSinkMaxRuPerSecond > 0)
-		RuTokens = Max(RuTokens + sr->ru_reserved - charge, -(double) CosmosSinkMaxRuPerSecond);
+	if (bucket != NULL)
+		bucket->tokens = Max(bucket->tokens + sr->ru_reserved - charge, -rate);
 	if (per_op && charge > 0 && sr->nops > 0)
 		route->ru_per_op = 0.8 * route->ru_per_op + 0.2 * (charge / sr->nops);
 }
@@ -163,6 +213,7 @@ AdaptWindow(SinkRoute *route, bool throttled)
 	route->window = Min(route->window, CosmosSinkMaxInFlight);
 	if (throttled)
 	{
+		OfferNoteThrottled(route);
 		route->window = Max(1, route->window / 2);
 		route->window_successes = 0;
 	}
@@ -195,15 +246,17 @@ BatchNextWakeMs(long max_ms)
 	HASH_SEQ_STATUS status;
 	SinkRoute  *route;
 	TimestampTz now = GetCurrentTimestamp();
-	long		ru_wait = RuWaitMs();
 
 	max_ms = BatchFenceWaitMs(max_ms);
 	hash_seq_init(&status, Routes);
 	while ((route = hash_seq_search(&status)) != NULL)
 	{
+		long		ru_wait;
+
 		if (route->nready == 0 || route->requests_in_flight >= route->window ||
 			(route->container_status != CONTAINER_READY && route->requests_in_flight > 0))
 			continue;
+		ru_wait = RuWaitMs(route);
 		if (route->resume_at <= now)
 			max_ms = Min(max_ms, ru_wait);
 		else

@@ -267,6 +267,8 @@ CompleteMetadata(SinkRequest *sr)
 				ContainerFailed(route, "%s/%s: unreadable container definition: %s", errmsg);
 			else if ((errmsg = PartitionKeyMismatch(route)) != NULL)
 				ContainerFailed(route, "%s/%s: %s", errmsg);
+			else if (OfferAfterContainer(route, http->response, http->response_len))
+				route->container_status = CONTAINER_NEED_OFFER;
 			else
 				route->container_status = CONTAINER_NEED_RANGES;
 		}
@@ -307,6 +309,8 @@ BatchComplete(HttpRequest *http)
 	sr->route->requests_in_flight--;
 	if (sr->kind == SINK_REQUEST_BATCH || sr->kind == SINK_REQUEST_BULK)
 		CompleteWrite(sr);
+	else if (sr->kind == SINK_REQUEST_OFFER)
+		OfferComplete(sr);
 	else
 		CompleteMetadata(sr);
 	HttpRequestFree(http);

@@ -21,7 +21,7 @@
 #define HOLD_BACK_MAX_MS		50		/* longest wait for a fuller request while decoding */
 
 /* Submit a request for a route */
-static void
+void
 SubmitRequest(SinkRoute *route, SinkRequestKind kind, HttpRequest *http, Change **ops, int nops)
 {
 	SinkRequest *sr = MemoryContextAllocZero(BatchContext, sizeof(SinkRequest));
@@ -48,6 +48,11 @@ DispatchMetadata(SinkRoute *route, TimestampTz now)
 	{
 		route->container_status = CONTAINER_FETCHING;
 		SubmitRequest(route, SINK_REQUEST_CONTAINER, CosmosContainerRequest(route), NULL, 0);
+	}
+	else if (route->container_status == CONTAINER_NEED_OFFER)
+	{
+		route->container_status = CONTAINER_FETCHING;
+		OfferRead(route);
 	}
 	else if (route->container_status == CONTAINER_NEED_RANGES)
 	{
@@ -294,6 +299,7 @@ BatchDispatch(bool eager)
 	{
 		int			free_requests = CosmosSinkMaxInFlight - HttpInFlight();
 
+		OfferDispatch(route, now);
 		if (route->nready == 0)
 			continue;
 		if (route->container_status != CONTAINER_READY)

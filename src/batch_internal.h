@@ -3,7 +3,8 @@
  *		What the batcher's files share: batch.c (routes, document slots and
  *		coalescing), batch_dispatch.c (grouping ready changes into requests and
  *		sending them), batch_budget.c (RU budget, adaptive concurrency and
- *		backoff) and batch_complete.c (settling finished requests). Not for use
+ *		backoff), batch_offer.c (the budget that follows the provisioned
+ *		throughput) and batch_complete.c (settling finished requests). Not for use
  *		outside the batcher: batch.h is its interface.
  */
 #ifndef COSMOS_SINK_BATCH_INTERNAL_H
@@ -32,6 +33,8 @@ extern long BatchFenceWaitMs(long max_ms);
 
 /* batch_dispatch.c */
 extern int	RouteOpsLimit(SinkRoute *route);
+extern void SubmitRequest(SinkRoute *route, SinkRequestKind kind, HttpRequest *http,
+						  Change **ops, int nops);
 
 /* batch_budget.c */
 extern long BackoffMs(int failures);
@@ -41,5 +44,14 @@ extern double RuReserve(SinkRoute *route, int nops);
 extern int	DispatchLimit(SinkRoute *route, int free_requests);
 extern void AccountCharge(SinkRoute *route, SinkRequest *sr, bool per_op);
 extern void AdaptWindow(SinkRoute *route, bool throttled);
+
+/* batch_offer.c */
+extern double OfferBudget(SinkRoute *route);
+extern bool OfferAfterContainer(SinkRoute *route, const char *body, size_t len);
+extern void OfferRead(SinkRoute *route);
+extern void OfferSetNone(SinkRoute *route, const char *why);
+extern void OfferComplete(SinkRequest *sr);
+extern void OfferNoteThrottled(SinkRoute *route);
+extern void OfferDispatch(SinkRoute *route, TimestampTz now);
 
 #endif							/* COSMOS_SINK_BATCH_INTERNAL_H */

@@ -170,6 +170,34 @@ extern bool CosmosParseBatchResponse(const char *body, size_t len,
 extern bool CosmosParseContainer(const char *body, size_t len,
 								 CosmosPartitionKeyDef *def, char **errmsg);
 
+/* Where a container's provisioned throughput comes from */
+typedef enum CosmosOfferLevel
+{
+	COSMOS_OFFER_NONE,			/* no offer: serverless, or none readable */
+	COSMOS_OFFER_CONTAINER,		/* the container's own (dedicated) throughput */
+	COSMOS_OFFER_DATABASE		/* its database's throughput, shared by its containers */
+} CosmosOfferLevel;
+
+/* A container's provisioned throughput (cosmos_offer.c) */
+typedef struct CosmosOffer
+{
+	CosmosOfferLevel level;
+	bool		autoscale;		/* throughput is autoscale's maximum */
+	double		throughput;		/* RU/s: manual, or autoscale's maximum */
+	char		resource_id[65];	/* the offer's resource: container or database rid */
+} CosmosOffer;
+
+/* A container's resource id and its database's, from GET /dbs/{db}/colls/{coll} */
+extern bool CosmosParseResourceIds(const char *body, size_t len, char **coll_rid,
+								   char **db_rid, char **errmsg);
+
+/* The body of the offers query for a container and its database */
+extern char *CosmosOfferQueryBody(const char *coll_rid, const char *db_rid);
+
+/* Parse the offers query's answer: the container's offer, else its database's */
+extern bool CosmosParseOffers(const char *body, size_t len, const char *coll_rid,
+							  const char *db_rid, CosmosOffer *offer, char **errmsg);
+
 /* One physical partition key range [min, max) */
 typedef struct CosmosPkRange
 {

@@ -114,6 +114,19 @@ CosmosPkRangesRequest(SinkRoute *route)
 	return SignedRequest("GET", route->path, "/pkranges", "pkranges", route->resource_link);
 }
 
+/* POST /offers: a query for offers (the request takes over body, palloc'd) */
+HttpRequest *
+CosmosOfferRequest(char *body, int body_len)
+{
+	HttpRequest *req = SignedRequest("POST", "offers", "", "offers", "");
+
+	req->body = body;
+	req->body_len = body_len;
+	HttpAddHeader(req, "Content-Type", "application/query+json");
+	HttpAddHeader(req, "x-ms-documentdb-isquery", "True");
+	return req;
+}
+
 /*
  * POST a transactional batch (one logical partition, pk_json its key) or a
  * bulk request (one range). The request takes over body (palloc'd).

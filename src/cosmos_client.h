@@ -17,6 +17,7 @@ extern bool CosmosClientCredentialsStale(void);
 extern void CosmosRouteUrls(SinkRoute *route);
 extern HttpRequest *CosmosContainerRequest(SinkRoute *route);
 extern HttpRequest *CosmosPkRangesRequest(SinkRoute *route);
+extern HttpRequest *CosmosOfferRequest(char *body, int body_len);
 extern HttpRequest *CosmosWriteRequest(SinkRoute *route, char *body, int body_len,
 									   bool atomic, const char *pk_json, int pk_len,
 									   const char *range_id);

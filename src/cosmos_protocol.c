@@ -21,6 +21,7 @@
 
 #include "compat.h"
 #include "cosmos.h"
+#include "cosmos_json.h"
 
 /*
  * Why Cosmos DB would refuse an id (SPEC section 4), or NULL if it is fine:
@@ -54,10 +55,6 @@ CosmosInvalidIdReason(const char *id, int id_len)
 
 /* Deeper JSON is refused before parsing (documents nest at most 128 levels) */
 #define JSON_MAX_NESTING 256
-
-/* What a semantic action returns when it lets parsing go on */
-#define SEM_ACTION CompatJsonSemResult
-#define SEM_OK COMPAT_JSON_SEM_RESULT(false)
 
 #define ERROR_MESSAGE_MAX	300		/* CosmosErrorMessage of a JSON body */
 #define ERROR_RAW_MAX		200		/* CosmosErrorMessage of anything else */
@@ -127,7 +124,7 @@ NestingDepth(const char *body, size_t len)
  * Run the non-throwing JSON parser over network data with the given actions;
  * false and a message naming `what` on invalid UTF-8 or invalid JSON.
  */
-static bool
+bool
 ParseJson(const char *what, const char *body, size_t len, JsonSemAction *sem,
 		  char **errmsg)
 {
@@ -170,10 +167,8 @@ ParseJson(const char *what, const char *body, size_t len, JsonSemAction *sem,
 	return rc == JSON_SUCCESS;
 }
 
-static void SetParseError(char **error, const char *fmt,...) pg_attribute_printf(2, 3);
-
 /* Record the first semantic problem found by a parse; later ones are noise */
-static void
+void
 SetParseError(char **error, const char *fmt,...)
 {
 	va_list		args;
@@ -214,7 +209,7 @@ JsonTokenInt(const char *token, JsonTokenType type, int *value)
 }
 
 /* Any JSON number as a double */
-static bool
+bool
 JsonTokenDouble(const char *token, JsonTokenType type, double *value)
 {
 	char	   *end;

@@ -28,6 +28,8 @@ extern int	CosmosSinkMaxInFlight;
 extern int	CosmosSinkBatchMaxOps;
 extern int	CosmosSinkBatchMaxBytes;
 extern int	CosmosSinkMaxRuPerSecond;
+extern bool CosmosSinkRuBudgetAuto;
+extern double CosmosSinkRuShare;
 extern int	CosmosSinkRequestTimeoutMs;
 extern int	CosmosSinkConnectTimeoutMs;
 extern int	CosmosSinkBufferSizeKb;

@@ -33,6 +33,9 @@ int			CosmosSinkMaxInFlight = 16;
 int			CosmosSinkBatchMaxOps = 100;
 int			CosmosSinkBatchMaxBytes = 1024 * 1024;
 int			CosmosSinkMaxRuPerSecond = 0;
+bool		CosmosSinkRuBudgetAuto = false;
+double		CosmosSinkRuShare = 0.8;
+static char *MaxRuPerSecondText = NULL;
 int			CosmosSinkRequestTimeoutMs = 10000;
 int			CosmosSinkConnectTimeoutMs = 5000;
 int			CosmosSinkBufferSizeKb = 64 * 1024;
@@ -40,6 +43,50 @@ int			CosmosSinkPollIntervalMs = 10;
 int			CosmosSinkLogMinDurationMs = 5000;
 int			CosmosSinkDeadLettersMax = 100000;
 bool		CosmosSinkSkipUnchanged = true;
+
+/*
+ * Parse max_ru_per_second: a number of RU/s (0: none) or 'auto' (follow the
+ * provisioned throughput). False when it is neither.
+ */
+static bool
+ParseMaxRuPerSecond(const char *text, bool *automatic, int *ru_per_second)
+{
+	char	   *end;
+	long		v;
+
+	*automatic = pg_strcasecmp(text, "auto") == 0;
+	*ru_per_second = 0;
+	if (*automatic)
+		return true;
+	errno = 0;
+	v = strtol(text, &end, 10);
+	while (*end == ' ')
+		end++;
+	if (errno != 0 || end == text || *end != '\0' || v < 0 || v > INT_MAX)
+		return false;
+	*ru_per_second = (int) v;
+	return true;
+}
+
+/* Refuse a max_ru_per_second that is neither a number nor 'auto' */
+static bool
+CheckMaxRuPerSecond(char **newval, void **extra, GucSource source)
+{
+	bool		automatic;
+	int			ru_per_second;
+
+	if (ParseMaxRuPerSecond(*newval, &automatic, &ru_per_second))
+		return true;
+	GUC_check_errdetail("Use a number of request units per second (0 for no budget) or 'auto' for a share (cosmos_sink.ru_share) of the container's provisioned throughput.");
+	return false;
+}
+
+/* Apply a max_ru_per_second the check hook accepted */
+static void
+AssignMaxRuPerSecond(const char *newval, void *extra)
+{
+	(void) ParseMaxRuPerSecond(newval, &CosmosSinkRuBudgetAuto, &CosmosSinkMaxRuPerSecond);
+}
 
 /* Refuse slot names that PostgreSQL would refuse later, with its own message */
 static bool
@@ -135,10 +182,16 @@ GucInit(void)
 							"Maximum body size of one batch or bulk request.",
 							NULL, &CosmosSinkBatchMaxBytes, 1024 * 1024, 4096, 2 * 1024 * 1024,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
-	DefineCustomIntVariable("cosmos_sink.max_ru_per_second",
-							"Client-side request-unit budget per second (0: none).",
-							NULL, &CosmosSinkMaxRuPerSecond, 0, 0, INT_MAX,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cosmos_sink.max_ru_per_second",
+							   "Client-side request-unit budget per second: a number (0: none) or 'auto'.",
+							   "'auto' reads each container's provisioned throughput (its own, or its database's shared one) and uses cosmos_sink.ru_share of it.",
+							   &MaxRuPerSecondText, "0",
+							   PGC_SIGHUP, 0, CheckMaxRuPerSecond, AssignMaxRuPerSecond, NULL);
+	DefineCustomRealVariable("cosmos_sink.ru_share",
+							 "With max_ru_per_second = 'auto': the fraction of a container's provisioned RU/s the sink may use.",
+							 "The rest is left to the applications that read and write the same container.",
+							 &CosmosSinkRuShare, 0.8, 0.01, 1.0,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("cosmos_sink.request_timeout_ms",
 							"Timeout of one request, counted from when it is sent.",
 							NULL, &CosmosSinkRequestTimeoutMs, 10000, 100, 600000,

@@ -45,6 +45,10 @@ typedef struct RouteStats
 	int64		latency[STATS_LATENCY_BUCKETS]; /* requests by duration bucket */
 	TimestampTz last_ack_at;
 	TimestampTz stats_reset;
+	/* the RU budget in force (state, not counters: reset_stats() keeps it) */
+	double		provisioned;	/* the offer's RU/s; < 0: not known */
+	double		budget;			/* RU/s; 0: none */
+	char		budget_source[STATS_SOURCE_LEN];
 } RouteStats;
 
 typedef struct StatsShared
@@ -118,6 +122,9 @@ SlotFor(int32 route_id, Oid relid)
 		SpinLockAcquire(&free_slot->mutex);
 		ClearSlot(free_slot);
 		free_slot->relid = relid;
+		free_slot->provisioned = -1;
+		free_slot->budget = 0;
+		free_slot->budget_source[0] = '\0';
 		free_slot->route_id = route_id;
 		SpinLockRelease(&free_slot->mutex);
 	}
@@ -209,6 +216,22 @@ StatsRecordSkipped(int32 route_id, Oid relid)
 	SpinLockRelease(&rs->mutex);
 }
 
+/* The RU budget in force for a route: provisioned RU/s (< 0: unknown), budget (0: none), where from */
+void
+StatsRecordBudget(int32 route_id, Oid relid, double provisioned, double budget,
+				  const char *source)
+{
+	RouteStats *rs = SlotFor(route_id, relid);
+
+	if (rs == NULL)
+		return;
+	SpinLockAcquire(&rs->mutex);
+	rs->provisioned = provisioned;
+	rs->budget = budget;
+	strlcpy(rs->budget_source, source, sizeof(rs->budget_source));
+	SpinLockRelease(&rs->mutex);
+}
+
 /* Latency at a quantile, in ms: the upper bound of the bucket holding it */
 static double
 LatencyQuantile(const int64 *latency, double q)
@@ -260,8 +283,8 @@ container_stats_internal(PG_FUNCTION_ARGS)
 	for (i = 0; i < STATS_MAX_ROUTES; i++)
 	{
 		RouteStats	snap;
-		Datum		values[17];
-		bool		nulls[17] = {0};
+		Datum		values[20];
+		bool		nulls[20] = {0};
 
 		SpinLockAcquire(&Stats->routes[i].mutex);
 		memcpy(&snap, &Stats->routes[i], sizeof(RouteStats));
@@ -289,6 +312,12 @@ container_stats_internal(PG_FUNCTION_ARGS)
 		values[14] = ObjectIdGetDatum(snap.relid);
 		values[15] = Int64GetDatum(snap.truncates);
 		values[16] = Int64GetDatum(snap.skipped);
+		values[17] = Float8GetDatum(snap.provisioned);
+		nulls[17] = snap.provisioned < 0;
+		values[18] = Float8GetDatum(snap.budget);
+		nulls[18] = snap.budget <= 0;
+		values[19] = CStringGetTextDatum(snap.budget_source);
+		nulls[19] = snap.budget_source[0] == '\0';
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;

@@ -14,6 +14,7 @@
 #define STATS_MAX_ROUTES		256
 #define STATS_RU_WINDOW			60	/* seconds of RU/s history */
 #define STATS_LATENCY_BUCKETS	32	/* power-of-two milliseconds */
+#define STATS_SOURCE_LEN		192 /* where the RU budget comes from, in words */
 
 /* What one finished write request contributes to its route's counters */
 typedef struct RequestStats
@@ -35,5 +36,7 @@ extern void StatsRecordRequest(const RequestStats *rs);
 extern void StatsRecordDeadLetters(int32 route_id, Oid relid, int n);
 extern void StatsRecordTruncate(int32 route_id, Oid relid);
 extern void StatsRecordSkipped(int32 route_id, Oid relid);
+extern void StatsRecordBudget(int32 route_id, Oid relid, double provisioned, double budget,
+							  const char *source);
 
 #endif							/* COSMOS_SINK_STATS_H */

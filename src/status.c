@@ -107,12 +107,53 @@ StatusSetError(const char *fmt,...)
 	SpinLockRelease(&CosmosSinkState->mutex);
 }
 
-/* Forget the last error once things work again (last_error_at keeps its time) */
+/*
+ * Forget the last error once things work again (last_error_at keeps its
+ * time); a standing warning shows in its place
+ */
 void
 StatusClearError(void)
 {
 	SpinLockAcquire(&CosmosSinkState->mutex);
-	CosmosSinkState->last_error[0] = '\0';
+	strlcpy(CosmosSinkState->last_error, CosmosSinkState->warning, STATUS_ERROR_LEN);
+	SpinLockRelease(&CosmosSinkState->mutex);
+}
+
+/*
+ * A condition that does not stop forwarding but needs the DBA (a setting
+ * that cannot take effect): shown in last_error, prefixed "warning: ", until
+ * cleared, also after errors come and go
+ */
+void
+StatusSetWarning(const char *fmt,...)
+{
+	char		buf[STATUS_ERROR_LEN];
+	va_list		args;
+	bool		fresh;
+
+	strlcpy(buf, "warning: ", sizeof(buf));
+	va_start(args, fmt);
+	vsnprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), fmt, args);
+	va_end(args);
+	SpinLockAcquire(&CosmosSinkState->mutex);
+	fresh = strcmp(CosmosSinkState->warning, buf) != 0;
+	strlcpy(CosmosSinkState->warning, buf, STATUS_ERROR_LEN);
+	if (CosmosSinkState->last_error[0] == '\0' || fresh)
+	{
+		strlcpy(CosmosSinkState->last_error, buf, STATUS_ERROR_LEN);
+		CosmosSinkState->last_error_at = GetCurrentTimestamp();
+	}
+	SpinLockRelease(&CosmosSinkState->mutex);
+}
+
+/* The standing warning no longer holds */
+void
+StatusClearWarning(void)
+{
+	SpinLockAcquire(&CosmosSinkState->mutex);
+	if (strcmp(CosmosSinkState->last_error, CosmosSinkState->warning) == 0)
+		CosmosSinkState->last_error[0] = '\0';
+	CosmosSinkState->warning[0] = '\0';
 	SpinLockRelease(&CosmosSinkState->mutex);
 }
 

@@ -41,6 +41,7 @@ typedef struct CosmosSinkShared
 	int			in_flight;
 	char		last_error[STATUS_ERROR_LEN];
 	TimestampTz last_error_at;
+	char		warning[STATUS_ERROR_LEN];	/* standing warning: last_error when no error */
 	int32		highest_route_id;	/* added or decoded since the server started */
 } CosmosSinkShared;
 
@@ -49,6 +50,8 @@ extern CosmosSinkShared *CosmosSinkState;
 extern void StatusSetState(WorkerState state);
 extern void StatusSetError(const char *fmt,...) pg_attribute_printf(1, 2);
 extern void StatusClearError(void);
+extern void StatusSetWarning(const char *fmt,...) pg_attribute_printf(1, 2);
+extern void StatusClearWarning(void);
 extern bool StatusPaused(void);
 extern void StatusNoteRouteId(int32 route_id);
 extern const char *WorkerStateName(WorkerState state);

@@ -689,6 +689,7 @@ CosmosSinkWorkerMain(Datum arg)
 	CosmosSinkState->worker_latch = MyLatch;
 	CosmosSinkState->state = WORKER_STARTING;
 	SpinLockRelease(&CosmosSinkState->mutex);
+	StatusClearWarning();		/* a standing warning is said again if it still holds */
 	before_shmem_exit(WorkerExit, (Datum) 0);
 
 	LoopContext = AllocSetContextCreate(TopMemoryContext, "cosmos_sink worker loop",
