@@ -63,12 +63,14 @@ typedef struct SinkRoute
 	char	   *db_rid;			/* its database's */
 	CosmosOffer offer;			/* level NONE: no budget */
 	char	   *offer_problem;	/* why there is none: serverless, forbidden, unreadable */
+	uint32		offer_version;	/* counts changes of offer and offer_problem */
 	bool		offer_reading;	/* an offers query is in flight */
 	TimestampTz offer_due_at;	/* when to read it again */
 	TimestampTz offer_read_at;
 	int			storm_throttles;	/* 429s since storm_since */
 	TimestampTz storm_since;
-	char	   *budget_shown;	/* what container_stats shows of the budget */
+	void	   *budget_shown;	/* what container_stats' budget was computed from */
+	struct RuBucket *bucket;	/* the offer's token bucket, once used (batch_budget.c) */
 
 	MemoryContext memory;		/* the route's changes and slots (a generation context) */
 	int64		live_chunks;	/* changes and slots allocated in memory, not yet freed */

@@ -93,7 +93,11 @@ RouteBucket(SinkRoute *route, double *rate)
 		return *rate > 0 ? &FixedBucket : NULL;
 	}
 	*rate = OfferBudget(route);
-	return *rate > 0 ? OfferBucket(route->offer.resource_id) : NULL;
+	if (*rate <= 0)
+		return NULL;
+	if (route->bucket == NULL || strcmp(route->bucket->key, route->offer.resource_id) != 0)
+		route->bucket = OfferBucket(route->offer.resource_id);
+	return route->bucket;
 }
 
 /* Refill a bucket for the time passed */

@@ -97,6 +97,7 @@ OfferSetNone(SinkRoute *route, const char *why)
 	if (route->offer_problem)
 		pfree(route->offer_problem);
 	route->offer_problem = MemoryContextStrdup(BatchContext, why);
+	route->offer_version++;
 }
 
 /* The offers cannot be read with these credentials: no budget, a standing warning */
@@ -139,6 +140,7 @@ OfferComplete(SinkRequest *sr)
 			pfree(route->offer_problem);
 		route->offer_problem = offer.level == COSMOS_OFFER_NONE ?
 			MemoryContextStrdup(BatchContext, "no offer on the container or its database") : NULL;
+		route->offer_version++;
 		if (WarningShown)
 			StatusClearWarning();
 		WarningShown = false;
@@ -210,24 +212,47 @@ BudgetSource(SinkRoute *route, double *provisioned, double *budget)
 					route->offer.autoscale ? "autoscale maximum of " : "", route->offer.throughput);
 }
 
-/* Show the route's budget in container_stats when it changed */
+/* What the shown budget depends on: settings and the offer read */
+typedef struct BudgetInputs
+{
+	bool		automatic;
+	int			fixed;
+	double		share;
+	CosmosOfferLevel level;
+	bool		autoscale;
+	double		throughput;
+	uint32		offer_version;
+} BudgetInputs;
+
+/*
+ * Show the route's budget in container_stats when what it depends on
+ * changed (this runs on every dispatch: a few comparisons otherwise)
+ */
 static void
 OfferShow(SinkRoute *route)
 {
+	BudgetInputs now = {
+		.automatic = CosmosSinkRuBudgetAuto, .fixed = CosmosSinkMaxRuPerSecond,
+		.share = CosmosSinkRuShare, .level = route->offer.level,
+		.autoscale = route->offer.autoscale, .throughput = route->offer.throughput,
+		.offer_version = route->offer_version,
+	};
+	BudgetInputs *shown = (BudgetInputs *) route->budget_shown;
 	double		provisioned;
 	double		budget;
-	char	   *source = BudgetSource(route, &provisioned, &budget);
-	char	   *shown = psprintf("%s|%.3f|%.3f", source, provisioned, budget);
+	char	   *source;
 
-	if (route->budget_shown == NULL || strcmp(route->budget_shown, shown) != 0)
-	{
-		StatsRecordBudget(route->route_id, route->relid, provisioned, budget, source);
-		if (route->budget_shown)
-			pfree(route->budget_shown);
-		route->budget_shown = MemoryContextStrdup(BatchContext, shown);
-	}
-	pfree(shown);
+	if (shown != NULL && shown->automatic == now.automatic && shown->fixed == now.fixed &&
+		shown->share == now.share && shown->level == now.level &&
+		shown->autoscale == now.autoscale && shown->throughput == now.throughput &&
+		shown->offer_version == now.offer_version)
+		return;
+	source = BudgetSource(route, &provisioned, &budget);
+	StatsRecordBudget(route->route_id, route->relid, provisioned, budget, source);
 	pfree(source);
+	if (shown == NULL)
+		route->budget_shown = shown = MemoryContextAlloc(BatchContext, sizeof(BudgetInputs));
+	*shown = now;
 }
 
 /*
