@@ -125,7 +125,6 @@ const budgets = new Map(); // window key (windowFor) -> {window, used}
 const locks = new Map(); // 'db/coll' -> RWLock
 const rangeStates = new Map(); // 'db/coll' -> partition key ranges the proxy answers and checks (rangeStateFor)
 const containerDefs = new Map(); // 'db/coll' -> the container's partitionKey definition (read once)
-const started = Date.now();
 
 function newLedger() {
   return {
@@ -522,7 +521,7 @@ async function handle(req, res) {
   const t0 = performance.now();
   const path = req.url.split('?')[0];
   const info = classify(req.method, path, req.headers);
-  const rec = { seq: ++reqSeq, at: Date.now() - started, method: req.method, path, kind: info.kind, agent: req.headers['user-agent'] ?? '', ops: 0, status: 0, ru: 0 };
+  const rec = { seq: ++reqSeq, at: Date.now(), method: req.method, path, kind: info.kind, agent: req.headers['user-agent'] ?? '', ops: 0, status: 0, ru: 0 };
   const ctx = { req, res, rec, info, activityId: req.headers['x-ms-activity-id'] || randomUUID(), opResults: null };
   if (req.headers['x-ms-documentdb-partitionkeyrangeid'] !== undefined) rec.pkrangeId = String(req.headers['x-ms-documentdb-partitionkeyrangeid']);
   if (req.headers['x-ms-documentdb-partitionkey'] !== undefined) rec.partitionKey = String(req.headers['x-ms-documentdb-partitionkey']);

@@ -65,7 +65,7 @@ process.once('exit', () => {
  *   setKey(key|null)          master key to check signatures against
  *   down() / up()    close the listener (ECONNREFUSED) and reset open connections / listen again
  *   ledger()         exact totals (see LEDGER below)
- *   requests({since, kind, limit}) -> [{seq, at (ms since the proxy started), method, path,
+ *   requests({since, kind, limit}) -> [{seq, at (Date.now() on arrival, ms), method, path,
  *                    kind ('batch'|'bulk'|'container'|'pkranges'|'offers'|'other'), agent (the
  *                    User-Agent header, '' if none: the sink sends 'cosmos_sink/<version>'), ops,
  *                    status, ru, window? (the RU window a batch/bulk request counted against: the

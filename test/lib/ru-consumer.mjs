@@ -16,7 +16,7 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** A CA given as PEM text/Buffer, or as the path of a PEM file (proxy.caFile). */
 const caPem = (ca) => (Buffer.isBuffer(ca) || String(ca).includes('-----BEGIN') ? ca : readFileSync(ca));
 
-/** Set the value at a partition key path ('/pk', '/a/b') of a doc. */
+/** Set the value at a partition key path ('/pk', 'pk', '/a/b') of a doc. */
 function setPath(doc, path, value) {
   const parts = path.split('/').filter(Boolean);
   let o = doc;
@@ -25,7 +25,7 @@ function setPath(doc, path, value) {
 }
 
 /**
- * startRuConsumer({endpoint, key, ca, db, coll, pkPath='/pk', ruPerSecond})
+ * startRuConsumer({endpoint, key, ca, db, coll, pkPath='/pk' (the leading '/' is optional), ruPerSecond})
  *   -> {stop(): Promise<{requests, throttled, ru, ops, errors, skipped, lastError}>, stats}
  * Every 50 ms (a fixed schedule from the start, no drift) it upserts, in one
  * transactional batch under partition key value 'consumer' (every level of a
