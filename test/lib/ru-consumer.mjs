@@ -27,7 +27,7 @@ function setPath(doc, path, value) {
 /**
  * startRuConsumer({endpoint, key, ca, db, coll, pkPath='/pk' (the leading '/' is optional), ruPerSecond})
  *   -> {stop(): Promise<{requests, throttled, ru, ops, errors, skipped, lastError}>, stats}
- * Every 50 ms (a fixed schedule from the start, no drift) it upserts, in one
+ * Every 50 ms (a fixed schedule from the start, no drift; a late tick is sent at once) it upserts, in one
  * transactional batch under partition key value 'consumer' (every level of a
  * hierarchical pkPath array), enough new docs under 1 KiB (10 RU each) to spend
  * ruPerSecond/20 RU (fractions carry over to the next tick), so that the rate
@@ -84,16 +84,16 @@ export function startRuConsumer({ endpoint, key, ca, db, coll, pkPath = '/pk', r
     });
   }
 
-  /** Send a batch until it is answered other than 429 (or the consumer stops). */
+  /** Send a batch until it is answered other than 429 (or the consumer stops): whether it was throttled. */
   async function sendBatch(ops) {
-    for (;;) {
+    for (let throttled = false; ; throttled = true) {
       stats.requests++;
       let res;
-      try { res = await post(ops); } catch (err) { stats.errors++; stats.lastError = err.code || err.message; return; }
+      try { res = await post(ops); } catch (err) { stats.errors++; stats.lastError = err.code || err.message; return throttled; }
       if (res.status === 429) {
         stats.throttled++;
         await sleep(Number(res.headers['x-ms-retry-after-ms']) || TICK_MS);
-        if (stopping) return; // given up: the consumer is stopping
+        if (stopping) return true; // given up: the consumer is stopping
         continue;
       }
       if (res.status === 200) {
@@ -103,11 +103,11 @@ export function startRuConsumer({ endpoint, key, ca, db, coll, pkPath = '/pk', r
         stats.errors++;
         stats.lastError = `HTTP ${res.status}`;
       }
-      return;
+      return throttled;
     }
   }
 
-  /** The fixed schedule: tick k is due at start + 50 k ms. */
+  /** The fixed schedule: tick k is due at start + 50 k ms (a late tick is sent at once; after a 429 back-off the missed ones are skipped). */
   async function loop() {
     const start = performance.now();
     let credit = 0;
@@ -117,8 +117,8 @@ export function startRuConsumer({ endpoint, key, ca, db, coll, pkPath = '/pk', r
       credit += perTick;
       const n = Math.floor(credit / RU_PER_DOC);
       credit -= n * RU_PER_DOC;
-      if (n > 0) await sendBatch(batchOps(n));
-      const next = Math.max(tick + 1, Math.ceil((performance.now() - start) / TICK_MS));
+      const backedOff = n > 0 && await sendBatch(batchOps(n));
+      const next = backedOff ? Math.max(tick + 1, Math.ceil((performance.now() - start) / TICK_MS)) : tick + 1;
       stats.skipped += next - tick - 1;
       tick = next;
     }
