@@ -14,6 +14,8 @@ import {
   masterAuthorization, masterSignature, murmur3x64_128, murmur3x86_32, resourceFromPath, ruForOp, samePartitionKey,
   splitPkRanges, startFaultProxy, stringToSign,
 } from '../lib/fault-proxy.mjs';
+import { autoscaleFloor, validateOffers } from '../lib/fault-proxy-core.mjs';
+import { startRuConsumer } from '../lib/ru-consumer.mjs';
 import { Cleanup, sleep, waitFor } from '../lib/util.mjs';
 
 const DB = 'shop';
@@ -79,8 +81,29 @@ describe('signature checker (reference §1.3 official vector)', () => {
       ['/dbs/d/colls/c/docs', 'docs', 'dbs/d/colls/c'],
       ['/dbs/d/colls/c/docs/a%20b%2Fc?x=1', 'docs', 'dbs/d/colls/c/docs/a b/c'],
       ['/dbs/my%20db/colls/c%C3%A9/docs', 'docs', 'dbs/my db/colls/cé'],
+      ['/offers', 'offers', ''],
+      ['/offers/AbC1', 'offers', 'abc1'],
     ];
     for (const [p, type, link] of cases) assert.deepEqual(resourceFromPath(p), { resourceType: type, resourceLink: link }, p);
+  });
+
+  test('offers: a point read signs the lowercased offer rid, not offers/<rid>', () => {
+    const date = new Date().toUTCString();
+    const get = (link) => ({ method: 'GET', path: '/offers/AbC1', headers: {
+      'x-ms-date': date, 'x-ms-version': '2020-07-15', authorization: masterAuthorization(EMULATOR_KEY, 'GET', 'offers', link, date) } });
+    assert.deepEqual(checkAuthorization(get('abc1'), { key: EMULATOR_KEY }), { ok: true, type: 'master' });
+    assert.equal(checkAuthorization(get('AbC1'), { key: EMULATOR_KEY }).reason, 'bad-signature');
+    assert.equal(checkAuthorization(get('offers/abc1'), { key: EMULATOR_KEY }).reason, 'bad-signature');
+  });
+
+  test('offers: validation and the autoscale floor', () => {
+    assert.deepEqual(validateOffers({ 'd/c': { throughput: 400 }, d: { autoscaleMax: 4000 } }), { 'd/c': { throughput: 400 }, d: { autoscaleMax: 4000 } });
+    for (const [bad, why] of [[[], /must be an object/], [{ 'a/b/c': { throughput: 1 } }, /not 'db' or 'db\/coll'/],
+      [{ a: { throughput: 0 } }, /positive integer/], [{ a: { throughput: 1, autoscaleMax: 2 } }, /\{throughput: N\} or \{autoscaleMax: N\}/],
+      [{ a: { max: 1 } }, /\{throughput: N\} or \{autoscaleMax: N\}/], [{ '/x': { throughput: 1 } }, /not 'db'/]]) {
+      assert.throws(() => validateOffers(bad), why, JSON.stringify(bad));
+    }
+    assert.deepEqual([1000, 4000, 4500, 10000].map(autoscaleFloor), [100, 400, 500, 1000]);
   });
 
   test('ruForOp: 10 RU per started KiB of the item, min 10; delete 10', () => {
@@ -982,5 +1005,274 @@ describe('fault proxy: pkRanges, validateRouting, splitRangesAfter', { timeout: 
     assert.equal(l.misroutedStale, 1, 'only the request before the re-read was excusable');
     await proxy.set({ splitRangesAfter: 0 });
     assert.equal((await pkranges('r_hash')).length, 4, 'setting the option rebuilds the ranges');
+  });
+});
+
+describe('fault proxy: offers, RU windows that follow them, the RU consumer', { timeout: 120000 }, () => {
+  const cleanup = new Cleanup();
+  let emu;
+  let proxy;
+  let ca;
+  const rids = {}; // 'db' | 'db/coll' -> {_rid, _self} as read through the proxy
+
+  before(async () => {
+    emu = await startEmulator();
+    cleanup.add(() => emu.stop());
+    proxy = await startFaultProxy({ emulator: emu });
+    cleanup.add(() => proxy.stop());
+    ca = readFileSync(proxy.caFile);
+    for (const name of ['prov/manual', 'prov/auto', 'prov/plain', 'prov/consumer', 'pooled/c1', 'pooled/c2', 'pooled/own']) {
+      const [db, coll] = name.split('/');
+      await createContainer(proxy.endpoint, proxy.caFile, db, coll, '/pk');
+    }
+  });
+  after(() => cleanup.run());
+  beforeEach(async () => {
+    await proxy.clear();
+    await proxy.reset();
+  });
+
+  /** A raw request to the proxy signed with `key` (or the given authorization): {status, headers, json}. */
+  function raw({ method = 'GET', path, headers = {}, body, key = EMULATOR_KEY, link, authorization }) {
+    const date = new Date().toUTCString();
+    const { resourceType, resourceLink } = resourceFromPath(path);
+    const h = { 'x-ms-date': date, 'x-ms-version': '2020-07-15', 'user-agent': 'offers-test',
+      authorization: authorization ?? masterAuthorization(key, method, resourceType, link ?? resourceLink, date), ...headers };
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    if (payload) { h['content-type'] ??= 'application/json'; h['content-length'] = String(payload.length); }
+    return new Promise((resolve, reject) => {
+      const r = https.request({ host: '127.0.0.1', servername: 'localhost', port: proxy.port, method, path, headers: h, ca, agent: false }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          let json;
+          try { json = JSON.parse(Buffer.concat(chunks).toString('utf8')); } catch { json = undefined; }
+          resolve({ status: res.statusCode, headers: res.headers, json });
+        });
+      });
+      r.on('error', reject);
+      r.end(payload);
+    });
+  }
+  /** The offer query the sink sends: offers whose offerResourceId is one of the rids. */
+  const queryOffers = (...values) => raw({ method: 'POST', path: '/offers',
+    headers: { 'x-ms-documentdb-isquery': 'True', 'content-type': 'application/query+json' },
+    body: { query: `SELECT * FROM root r WHERE ${values.map((_, i) => `r.offerResourceId = @r${i}`).join(' OR ')}`,
+      parameters: values.map((value, i) => ({ name: `@r${i}`, value })) } });
+  /** The _rid/_self of a database ('db') or container ('db/coll') read through the proxy. */
+  async function resource(name) {
+    const [db, coll] = name.split('/');
+    const r = await raw({ path: coll ? `/dbs/${db}/colls/${coll}` : `/dbs/${db}` });
+    assert.equal(r.status, 200, name);
+    rids[name] = { _rid: r.json._rid, _self: r.json._self };
+    return rids[name];
+  }
+  const upserts = (tag, n) => Array.from({ length: n }, (_, i) => ({ operationType: 'Upsert', partitionKey: '["p"]', resourceBody: { id: `${tag}${i}`, pk: 'p' } }));
+  const bulk = (name, ops) => {
+    const [db, coll] = name.split('/');
+    return raw({ method: 'POST', path: `/dbs/${db}/colls/${coll}/docs`, body: ops, headers: {
+      'x-ms-cosmos-is-batch-request': 'True', 'x-ms-cosmos-batch-atomic': 'False', 'x-ms-cosmos-batch-continue-on-error': 'True',
+      'x-ms-documentdb-partitionkeyrangeid': '0' } });
+  };
+  const MANUAL_AUTO_SHARED = { 'prov/manual': { throughput: 400 }, 'prov/auto': { autoscaleMax: 4000 }, pooled: { throughput: 800 } };
+
+  test('rids: container _self is dbs/<dbRid>/colls/<collRid>/ with the database _rid; 4- and 8-byte rids', T, async () => {
+    const db = await resource('prov');
+    const coll = await resource('prov/manual');
+    assert.equal(db._self, `dbs/${db._rid}/`);
+    assert.equal(coll._self, `dbs/${db._rid}/colls/${coll._rid}/`);
+    const dbBytes = Buffer.from(db._rid, 'base64');
+    const collBytes = Buffer.from(coll._rid, 'base64');
+    assert.equal(dbBytes.length, 4);
+    assert.equal(collBytes.length, 8);
+    assert.ok(collBytes.subarray(0, 4).equals(dbBytes), 'a collection rid starts with its database rid');
+    assert.notEqual((await resource('pooled'))._rid, db._rid);
+  });
+
+  test('offer queries: manual, autoscale, shared database and none', T, async () => {
+    await proxy.set({ offers: MANUAL_AUTO_SHARED });
+    const manual = await resource('prov/manual');
+    const auto = await resource('prov/auto');
+    const plain = await resource('prov/plain');
+    const prov = await resource('prov');
+    const c1 = await resource('pooled/c1');
+    const pooled = await resource('pooled');
+
+    const m = await queryOffers(manual._rid);
+    assert.equal(m.status, 200);
+    assert.equal(m.headers['x-ms-request-charge'], '2.50');
+    assert.equal(m.headers['x-ms-item-count'], '1');
+    assert.equal(m.json._rid, '');
+    assert.equal(m.json._count, 1);
+    const o = m.json.Offers[0];
+    assert.match(o.id, /^[A-Za-z0-9]{4}$/);
+    assert.equal(typeof o._etag, 'string');
+    assert.ok(Number.isInteger(o._ts) && Math.abs(o._ts - Date.now() / 1000) < 60);
+    assert.deepEqual({ ...o, _etag: undefined, _ts: undefined }, {
+      resource: manual._self, offerType: 'Invalid', offerResourceId: manual._rid, offerVersion: 'V2',
+      content: { offerThroughput: 400, offerIsRUPerMinuteThroughputEnabled: false },
+      id: o.id, _rid: o.id, _self: `offers/${o.id}/`, _etag: undefined, _ts: undefined });
+
+    const a = (await queryOffers(auto._rid)).json.Offers;
+    assert.equal(a.length, 1);
+    assert.deepEqual(a[0].content, { offerThroughput: 400, offerIsRUPerMinuteThroughputEnabled: false,
+      offerAutopilotSettings: { maxThroughput: 4000, tier: 0, maximumTierThroughput: 0, autoUpgrade: false } });
+    assert.equal(a[0].resource, auto._self);
+
+    // shared: the container has no offer of its own, its database has
+    assert.equal((await queryOffers(c1._rid)).json._count, 0);
+    const dbRid = c1._self.split('/')[1];
+    assert.equal(dbRid, pooled._rid);
+    const s = (await queryOffers(c1._rid, dbRid)).json.Offers;
+    assert.equal(s.length, 1);
+    assert.equal(s[0].offerResourceId, pooled._rid);
+    assert.equal(s[0].resource, `dbs/${pooled._rid}/`);
+    assert.equal(s[0].content.offerThroughput, 800);
+    assert.notEqual(s[0].id, o.id);
+
+    // none: neither the container nor its database
+    const n = await queryOffers(plain._rid, prov._rid);
+    assert.equal(n.status, 200);
+    assert.deepEqual(n.json, { _rid: '', Offers: [], _count: 0 });
+    assert.equal(n.headers['x-ms-item-count'], '0');
+
+    // a point read by offer rid; an unknown one is 404
+    const point = await raw({ path: `/offers/${o.id}` });
+    assert.equal(point.status, 200);
+    assert.deepEqual(point.json, o);
+    assert.equal((await raw({ path: '/offers/zzzz' })).status, 404);
+
+    const recs = await proxy.requests({ kind: 'offers' });
+    assert.equal(recs.length, 7);
+    assert.ok(recs.every((r) => r.agent === 'offers-test' && Math.abs(r.at - Date.now()) < 30000), JSON.stringify(recs[0]));
+    assert.deepEqual(recs.map((r) => r.status), [200, 200, 200, 200, 200, 200, 404]);
+  });
+
+  test('GET /offers: the feed lists every offer of an existing resource; the SDK reads them too', T, async () => {
+    await proxy.set({ offers: { ...MANUAL_AUTO_SHARED, 'ghost/x': { throughput: 100 }, 'prov/nothing': { throughput: 100 } } });
+    const feed = await raw({ path: '/offers' });
+    assert.equal(feed.status, 200);
+    assert.equal(feed.json._count, 3);
+    assert.equal(feed.headers['x-ms-item-count'], '3');
+    const want = [(await resource('prov/manual'))._rid, (await resource('prov/auto'))._rid, (await resource('pooled'))._rid];
+    assert.deepEqual(feed.json.Offers.map((x) => x.offerResourceId).sort(), want.sort());
+    assert.equal(new Set(feed.json.Offers.map((x) => x.id)).size, 3);
+    const client = proxy.client();
+    try {
+      const { resources } = await client.offers.readAll().fetchAll();
+      assert.deepEqual(resources.map((x) => x.id).sort(), feed.json.Offers.map((x) => x.id).sort());
+      const { resource: one } = await client.offer(resources[0].id).read();
+      assert.deepEqual(one, resources[0]);
+    } finally {
+      client.dispose();
+    }
+    assert.equal((await proxy.ledger()).unauthorized, 0, 'the SDK signs offers as the proxy checks them');
+  });
+
+  test('offersMode serverless: every offer read answers 400; switchable back', T, async () => {
+    await proxy.set({ offers: MANUAL_AUTO_SHARED });
+    const { _rid } = await resource('prov/manual');
+    const { id } = (await queryOffers(_rid)).json.Offers[0];
+    await proxy.set({ offersMode: 'serverless' });
+    for (const r of [await queryOffers(_rid), await raw({ path: '/offers' }), await raw({ path: `/offers/${id}` })]) {
+      assert.equal(r.status, 400);
+      assert.equal(r.json.code, 'BadRequest');
+      assert.match(r.json.message, /^Reading or replacing offers is not supported for serverless accounts\.\r\nActivityId: [0-9a-f-]{36}, Microsoft\.Azure\.Documents\.Common\/2\.14\.0$/);
+      assert.equal(r.headers['x-ms-substatus'], undefined);
+    }
+    await proxy.set({ offersMode: 'normal' });
+    assert.equal((await queryOffers(_rid)).status, 200);
+    await assert.rejects(proxy.set({ offersMode: 'provisioned' }), /offersMode: 'provisioned'/);
+    await assert.rejects(proxy.set({ offers: { 'a/b': { throughput: -1 } } }), /positive integer/);
+  });
+
+  test('offersMode forbidden: 403 with substatus 5301 and the RBAC message, for keys and Entra ID tokens', T, async () => {
+    await proxy.set({ offers: MANUAL_AUTO_SHARED, offersMode: 'forbidden' });
+    await proxy.setAadToken('entra-token');
+    const { _rid } = await resource('prov/manual');
+    for (const r of [await queryOffers(_rid), await raw({ path: '/offers', authorization: aadAuthorization('entra-token') })]) {
+      assert.equal(r.status, 403);
+      assert.equal(r.headers['x-ms-substatus'], '5301');
+      assert.equal(r.json.code, 'Forbidden');
+      assert.match(r.json.message, /^Request blocked by Auth \S+ : Request is blocked because principal \[[0-9a-f-]{36}\] does not have required RBAC permissions to perform action \[Microsoft\.DocumentDB\/databaseAccounts\/readMetadata\] on resource \[\/\]\. .*\r\nActivityId: /s);
+    }
+    await proxy.setAadToken(null);
+    const recs = await proxy.requests({ kind: 'offers' });
+    assert.deepEqual(recs.map((r) => r.status), [403, 403]);
+  });
+
+  test('offer reads check signatures: wrong key, wrong link or none is 401', T, async () => {
+    await proxy.set({ offers: MANUAL_AUTO_SHARED });
+    const { _rid } = await resource('prov/manual');
+    const id = (await queryOffers(_rid)).json.Offers[0].id;
+    assert.equal((await raw({ path: `/offers/${id}` })).status, 200);
+    const wrongKey = Buffer.alloc(64, 7).toString('base64');
+    const bad = [
+      await raw({ path: `/offers/${id}`, key: wrongKey }),
+      await raw({ path: `/offers/${id}`, link: `offers/${id.toLowerCase()}` }),
+      await raw({ path: '/offers', link: 'offers' }),
+      await raw({ method: 'POST', path: '/offers', key: wrongKey, headers: { 'x-ms-documentdb-isquery': 'True', 'content-type': 'application/query+json' }, body: { query: 'SELECT * FROM r', parameters: [] } }),
+      await raw({ path: '/offers', authorization: aadAuthorization('not-configured') }),
+    ];
+    assert.deepEqual(bad.map((r) => r.status), [401, 401, 401, 401, 401]);
+    assert.ok(bad.every((r) => r.json.code === 'Unauthorized'));
+    assert.equal((await proxy.ledger()).unauthorized, 5);
+  });
+
+  test('RU windows follow the offers: one window per shared database, one per dedicated offer, else ruPerSecond', T, async () => {
+    await proxy.set({ offers: { pooled: { throughput: 100 }, 'pooled/own': { throughput: 100 }, 'prov/auto': { autoscaleMax: 100 } } });
+    let ok = false;
+    for (let attempt = 0; attempt < 5 && !ok; attempt++) {
+      while (Date.now() % 1000 > 50) await sleep(5); // start at the beginning of a window
+      const t0 = Date.now();
+      const t = `w${attempt}_`;
+      const got = [];
+      for (const name of ['pooled/c1', 'pooled/c2', 'pooled/c1', 'pooled/own', 'pooled/own', 'pooled/own', 'prov/auto', 'prov/auto', 'prov/auto', 'prov/plain', 'prov/plain', 'prov/plain']) {
+        got.push((await bulk(name, upserts(`${t}${got.length}_`, 5))).status); // 50 RU each
+      }
+      if (Math.floor(Date.now() / 1000) !== Math.floor(t0 / 1000)) continue; // crossed a window: retry
+      // c1 and c2 share 100 RU; 'own' and 'auto' (autoscale max) have 100 each; 'plain' has no limit
+      assert.deepEqual(got, [200, 200, 429, 200, 200, 429, 200, 200, 429, 200, 200, 200]);
+      ok = true;
+    }
+    assert.ok(ok, 'could not fit the requests into one 1 s window');
+    const recs = (await proxy.requests({ kind: 'bulk' })).slice(-12);
+    assert.deepEqual(recs.map((r) => r.window ?? null), ['pooled', 'pooled', 'pooled', 'pooled/own', 'pooled/own', 'pooled/own',
+      'prov/auto', 'prov/auto', 'prov/auto', null, null, null]);
+    const throttled = recs.filter((r) => r.status === 429);
+    assert.ok(throttled.every((r) => r.reason === 'offer' && r.ru === 0));
+
+    // without offers, ruPerSecond applies per container again
+    await proxy.set({ offers: {}, ruPerSecond: 50 });
+    await sleep(1000 - (Date.now() % 1000) + 5);
+    const fallback = [await bulk('pooled/c1', upserts('f', 5)), await bulk('pooled/c1', upserts('g', 5))];
+    assert.deepEqual(fallback.map((r) => r.status), [200, 429]);
+    assert.equal((await proxy.requests({ kind: 'bulk' })).at(-1).reason, 'ruPerSecond');
+  });
+
+  test('the RU consumer spends its rate within 10% over 3 s, with no 429 when alone; over its offer it is throttled', T, async () => {
+    await proxy.set({ offers: { 'prov/consumer': { throughput: 1000 } } });
+    const run = async (ruPerSecond) => {
+      await proxy.reset();
+      const consumer = startRuConsumer({ endpoint: proxy.endpoint, key: EMULATOR_KEY, ca: proxy.caFile, db: 'prov', coll: 'consumer', pkPath: 'pk', ruPerSecond });
+      await sleep(3000);
+      const stats = await consumer.stop();
+      return { stats, recs: await proxy.requests({ kind: 'batch' }) };
+    };
+    const { stats, recs } = await run(400);
+    assert.equal(stats.throttled, 0);
+    assert.equal(stats.errors, 0, stats.lastError);
+    assert.ok(stats.ru >= 1080 && stats.ru <= 1320, `spent ${stats.ru} RU in 3 s at 400 RU/s`);
+    assert.equal(stats.ops * 10, stats.ru);
+    assert.equal(recs.length, stats.requests);
+    assert.ok(recs.every((r) => r.agent === 'ru-consumer' && r.status === 200 && r.window === 'prov/consumer' && r.partitionKey === '["consumer"]'));
+    assert.equal(recs.reduce((a, r) => a + r.ru, 0), stats.ru);
+    const gaps = recs.slice(1).map((r, i) => r.at - recs[i].at);
+    assert.ok(Math.max(...gaps) < 150, `evenly paced: gaps ${gaps.join(',')}`);
+
+    const over = await run(1500);
+    assert.ok(over.stats.throttled > 0, 'a consumer above its container offer gets 429s');
+    assert.ok(over.stats.ru <= 1000 * 4, `spent ${over.stats.ru} RU in 3 s under a 1000 RU/s offer`);
+    assert.ok(over.recs.some((r) => r.status === 429 && r.reason === 'offer' && r.agent === 'ru-consumer'));
   });
 });

@@ -53,12 +53,15 @@ export function aadAuthorization(token) {
  * resourceFromPath('/dbs/a/colls/b/docs') -> {resourceType:'docs', resourceLink:'dbs/a/colls/b'}
  * Feed paths (odd number of segments) sign the parent link, point paths the
  * resource itself; '/' signs type '' and link ''. Names are URL-decoded (the
- * link carries raw ids). Throws URIError on a malformed escape.
+ * link carries raw ids). Offers are addressed by rid: /offers signs type
+ * 'offers' and link '', /offers/{rid} the lowercased rid alone (as the SDKs
+ * sign it). Throws URIError on a malformed escape.
  */
 export function resourceFromPath(urlPath) {
   const p = String(urlPath).split('?')[0];
   const segs = p.split('/').filter((s) => s.length > 0).map((s) => decodeURIComponent(s));
   if (segs.length === 0) return { resourceType: '', resourceLink: '' };
+  if (segs[0] === 'offers' && segs.length === 2) return { resourceType: 'offers', resourceLink: segs[1].toLowerCase() };
   if (segs.length % 2 === 1) return { resourceType: segs[segs.length - 1], resourceLink: segs.slice(0, -1).join('/') };
   return { resourceType: segs[segs.length - 2], resourceLink: segs.join('/') };
 }
@@ -522,4 +525,97 @@ export function findPkRange(ranges, key) {
     if (key >= r.minInclusive && (r.maxExclusive === 'FF' || key < r.maxExclusive)) return r;
   }
   return null;
+}
+
+// ---------------------------------------------------------------------------
+// Offers (provisioned throughput): what GET/POST /offers answers
+// ---------------------------------------------------------------------------
+
+/**
+ * validateOffers(offers) -> a normalized copy, or throws with what is wrong.
+ * Keys: 'db/coll' (a container's dedicated throughput) or 'db' (a database's
+ * shared throughput); values {throughput: N} (manual RU/s) or {autoscaleMax: N}.
+ */
+export function validateOffers(offers) {
+  if (!offers || typeof offers !== 'object' || Array.isArray(offers)) throw new Error("offers must be an object {'db' | 'db/coll': {throughput} | {autoscaleMax}}");
+  const out = {};
+  for (const [k, v] of Object.entries(offers)) {
+    const parts = k.split('/');
+    if (parts.length > 2 || parts.some((x) => x.length === 0)) throw new Error(`offers: key '${k}' is not 'db' or 'db/coll'`);
+    const fields = Object.keys(v && typeof v === 'object' ? v : {});
+    if (fields.length !== 1 || !['throughput', 'autoscaleMax'].includes(fields[0])) {
+      throw new Error(`offers['${k}'] must be {throughput: N} or {autoscaleMax: N}, not ${JSON.stringify(v)}`);
+    }
+    const n = v[fields[0]];
+    if (!(Number.isInteger(n) && n > 0)) throw new Error(`offers['${k}'].${fields[0]} must be a positive integer, not ${JSON.stringify(n)}`);
+    out[k] = { [fields[0]]: n };
+  }
+  return out;
+}
+
+/** The RU/s a request may spend under an offer: the manual throughput, or the autoscale maximum. */
+export const offerLimit = (spec) => spec.throughput ?? spec.autoscaleMax;
+
+/** An autoscale offer's current floor, which the service reports as offerThroughput: max/10 rounded up to 100. */
+export const autoscaleFloor = (max) => Math.ceil(max / 10 / 100) * 100;
+
+/** A deterministic 4-character offer rid for a resource rid (the service's look alike "3Sr2"). */
+export function offerRidFor(resourceRid) {
+  return crypto.createHash('sha256').update(`offer:${resourceRid}`).digest('base64').replace(/[^A-Za-z0-9]/g, '').slice(0, 4);
+}
+
+/**
+ * offerDefinition({spec, dbRid, collRid, ts}) -> the offer JSON as
+ * the service returns it (offerVersion V2; autoscale adds offerAutopilotSettings
+ * and reports its floor as offerThroughput). collRid absent: a database offer.
+ */
+export function offerDefinition({ spec, dbRid, collRid, ts }) {
+  const resourceRid = collRid ?? dbRid;
+  const rid = offerRidFor(resourceRid);
+  const content = spec.autoscaleMax !== undefined
+    ? { offerThroughput: autoscaleFloor(spec.autoscaleMax), offerIsRUPerMinuteThroughputEnabled: false,
+      offerAutopilotSettings: { maxThroughput: spec.autoscaleMax, tier: 0, maximumTierThroughput: 0, autoUpgrade: false } }
+    : { offerThroughput: spec.throughput, offerIsRUPerMinuteThroughputEnabled: false };
+  const etag = crypto.createHash('sha256').update(`${rid}${JSON.stringify(content)}`).digest('hex');
+  return {
+    resource: collRid ? `dbs/${dbRid}/colls/${collRid}/` : `dbs/${dbRid}/`,
+    offerType: 'Invalid',
+    offerResourceId: resourceRid,
+    offerVersion: 'V2',
+    content,
+    id: rid,
+    _rid: rid,
+    _self: `offers/${rid}/`,
+    _etag: `"${etag.slice(0, 8)}-${etag.slice(8, 12)}-${etag.slice(12, 16)}-${etag.slice(16, 20)}-${etag.slice(20, 32)}"`,
+    _ts: ts,
+  };
+}
+
+/**
+ * The offers a query selects. The proxy does not parse SQL: an offer matches
+ * when its offerResourceId equals any string parameter value of the query
+ * ({"query": "... WHERE o.offerResourceId = @rid", "parameters": [{"name": "@rid", "value": "<rid>"}]}).
+ */
+export function offersForQuery(offers, query) {
+  const values = new Set((Array.isArray(query?.parameters) ? query.parameters : [])
+    .map((p) => p?.value).filter((v) => typeof v === 'string'));
+  return offers.filter((o) => values.has(o.offerResourceId));
+}
+
+/** The 400 a serverless account answers to any offer read or replace. */
+export function serverlessOfferBody(activityId) {
+  return {
+    code: 'BadRequest',
+    message: `Reading or replacing offers is not supported for serverless accounts.\r\nActivityId: ${activityId}, Microsoft.Azure.Documents.Common/2.14.0`,
+  };
+}
+
+/** The 403 (substatus 5301) an Entra ID principal without readMetadata gets on an offer read. */
+export function forbiddenOfferBody(account, principal, activityId) {
+  return {
+    code: 'Forbidden',
+    message: `Request blocked by Auth ${account} : Request is blocked because principal [${principal}] does not have required RBAC permissions ` +
+      'to perform action [Microsoft.DocumentDB/databaseAccounts/readMetadata] on resource [/]. Learn more: https://aka.ms/cosmos-native-rbac.' +
+      `\r\nActivityId: ${activityId}, Microsoft.Azure.Documents.Common/2.14.0`,
+  };
 }

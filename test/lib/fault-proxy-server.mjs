@@ -12,8 +12,9 @@ import { appendFileSync, readFileSync } from 'node:fs';
 import { randomUUID } from 'node:crypto';
 import {
   DEFAULT_LIMITS, DEFAULT_SUBSTATUS, EPK_V2_SPACE, MAX_CLOCK_SKEW_MS, checkAuthorization, epk, errorBody,
-  evenPkRanges, findPkRange, formatCharge, masterAuthorization, opId, opType, rngFor, roundRu, ruForOp,
-  samePartitionKey, splitPkRanges, validateOp,
+  evenPkRanges, findPkRange, forbiddenOfferBody, formatCharge, masterAuthorization, offerDefinition, offerLimit,
+  offersForQuery, opId, opType, rngFor, roundRu, ruForOp, samePartitionKey, serverlessOfferBody, splitPkRanges,
+  validateOffers, validateOp,
 } from './fault-proxy-core.mjs';
 import { exitOnStop } from './util.mjs';
 
@@ -39,6 +40,8 @@ const FAULT_DEFAULTS = {
   resetRate: 0, // fraction whose socket is destroyed without an answer (not forwarded)
   truncateRate: 0, // fraction forwarded, then answered with half the body
   opThrottleRate: 0, // bulk only: fraction of ops answered 429 inside a 207 (not forwarded)
+  offers: {}, // {'db' | 'db/coll': {throughput} | {autoscaleMax}}: provisioned throughput, read via /offers; sets RU windows
+  offersMode: 'normal', // 'normal' | 'serverless' (offer reads 400) | 'forbidden' (offer reads 403/5301)
 };
 const DEFAULTS = {
   ...FAULT_DEFAULTS,
@@ -57,7 +60,8 @@ const DEFAULTS = {
   ...DEFAULT_LIMITS,
 };
 const ROUTING_OPTIONS = new Set(['pkRanges', 'pkRangesSpace', 'validateRouting', 'splitRangesAfter']);
-const KINDS = new Set(['batch', 'bulk', 'container', 'pkranges', 'other']);
+const KINDS = new Set(['batch', 'bulk', 'container', 'pkranges', 'offers', 'other']);
+const OFFERS_MODES = ['normal', 'serverless', 'forbidden'];
 
 let config = { ...DEFAULTS };
 let key = opts.key ?? null;
@@ -84,6 +88,11 @@ function applyConfig(partial) {
       next.pkRangesSpace = v;
     } else if (k === 'validateRouting') {
       next.validateRouting = Boolean(v);
+    } else if (k === 'offers') {
+      next.offers = validateOffers(v);
+    } else if (k === 'offersMode') {
+      if (!OFFERS_MODES.includes(v)) throw new Error(`offersMode: '${v}' (want ${OFFERS_MODES.map((m) => `'${m}'`).join(', ')})`);
+      next.offersMode = v;
     } else if (k === 'atomicMode') {
       if (!['precheck', 'rollback', 'none'].includes(v)) throw new Error(`atomicMode: '${v}'`);
       next.atomicMode = v;
@@ -97,6 +106,7 @@ function applyConfig(partial) {
   if (!(Number.isInteger(next.splitRangesAfter) && next.splitRangesAfter >= 0)) throw new Error('splitRangesAfter must be a non-negative integer');
   config = next;
   if ('seed' in (partial || {})) faultSeq = 0;
+  if ('offers' in (partial || {})) offersTs = Math.floor(Date.now() / 1000); // the offers' _ts
   // the ranges are rebuilt (deterministically: same ids) and the split counters restart
   if (Object.keys(partial || {}).some((k) => ROUTING_OPTIONS.has(k))) rangeStates.clear();
   return config;
@@ -107,14 +117,14 @@ function applyConfig(partial) {
 // ---------------------------------------------------------------------------
 
 let faultSeq = 0; // requests eligible for random faults since the seed was set
+let offersTs = Math.floor(Date.now() / 1000); // when the offers were last set
 let reqSeq = 0;
 let failQueue = []; // [{remaining, fault}]
 const containerStatus = new Map(); // 'db/coll' -> {status, substatus, message}
-const budgets = new Map(); // 'db/coll' -> {window, used}
+const budgets = new Map(); // window key (windowFor) -> {window, used}
 const locks = new Map(); // 'db/coll' -> RWLock
 const rangeStates = new Map(); // 'db/coll' -> partition key ranges the proxy answers and checks (rangeStateFor)
 const containerDefs = new Map(); // 'db/coll' -> the container's partitionKey definition (read once)
-const started = Date.now();
 
 function newLedger() {
   return {
@@ -223,19 +233,22 @@ function rangeStateFor(ckey) {
   return st;
 }
 
+/** GET a database (coll null) or container from the emulator, signed by the proxy: its JSON, or null. */
+async function upstreamResource(db, coll) {
+  const date = new Date().toUTCString();
+  const link = coll === null ? `dbs/${db}` : `dbs/${db}/colls/${coll}`;
+  const headers = { 'x-ms-date': date, 'x-ms-version': '2020-07-15', accept: 'application/json' };
+  if (key) headers.authorization = masterAuthorization(key, 'GET', coll === null ? 'dbs' : 'colls', link, date);
+  const up = await upstream('GET', `/${link.split('/').map(encodeURIComponent).join('/')}`, headers);
+  if (up.status !== 200) return null;
+  try { return JSON.parse(up.body.toString('utf8')); } catch { return null; }
+}
+
 /** The container's partitionKey definition, read from the emulator once (null if it cannot be read). */
 async function containerDef(db, coll) {
   const ckey = `${db}/${coll}`;
   if (containerDefs.has(ckey)) return containerDefs.get(ckey);
-  const date = new Date().toUTCString();
-  const link = `dbs/${db}/colls/${coll}`;
-  const headers = { 'x-ms-date': date, 'x-ms-version': '2020-07-15', accept: 'application/json' };
-  if (key) headers.authorization = masterAuthorization(key, 'GET', 'colls', link, date);
-  const up = await upstream('GET', `/dbs/${encodeURIComponent(db)}/colls/${encodeURIComponent(coll)}`, headers);
-  let def = null;
-  if (up.status === 200) {
-    try { def = JSON.parse(up.body.toString('utf8')).partitionKey ?? null; } catch { def = null; }
-  }
+  const def = (await upstreamResource(db, coll))?.partitionKey ?? null;
   if (def) containerDefs.set(ckey, def);
   return def;
 }
@@ -330,6 +343,67 @@ function synthesizePkRanges(parsed, st) {
 }
 
 // ---------------------------------------------------------------------------
+// Offers (option offers / offersMode): answered by the proxy, never forwarded
+// ---------------------------------------------------------------------------
+
+const OFFER_READ_RU = 2.5; // what an offer read costs on the service
+const FORBIDDEN_ACCOUNT = 'localhost'; // the account named in the 403 message
+const FORBIDDEN_PRINCIPAL = '7f4c1e2a-0b9d-4c3e-9a51-6d2f8e0b3c47'; // a made-up Entra ID principal
+
+/** The rids of an offer key's resource, asked from the emulator (null if it does not exist). */
+async function offerRids(name) {
+  const [db, coll = null] = name.split('/');
+  const r = await upstreamResource(db, coll);
+  if (!r?._rid) return null;
+  if (coll === null) return { dbRid: r._rid };
+  const dbRid = serviceSelf(r._self ?? '').split('/')[1]; // 'dbs/<dbRid>/colls/<collRid>/'
+  return { dbRid, collRid: r._rid };
+}
+
+/** Every configured offer whose database/container exists, as the service would list them. */
+async function currentOffers() {
+  const entries = Object.entries(config.offers);
+  const rids = await Promise.all(entries.map(([name]) => offerRids(name)));
+  return entries.flatMap(([, spec], i) => (rids[i] ? [offerDefinition({ spec, ...rids[i], ts: offersTs })] : []));
+}
+
+/** A feed or query answer: {_rid:'', Offers:[...], _count} with the item count header. */
+function sendOfferFeed(ctx, offers, { truncate }) {
+  ctx.rec.ru = OFFER_READ_RU;
+  send(ctx, 200, { _rid: '', Offers: offers, _count: offers.length }, { 'x-ms-item-count': String(offers.length) }, { truncate });
+}
+
+/**
+ * GET /offers (read feed), GET /offers/{rid} and POST /offers as a query
+ * (x-ms-documentdb-isquery, application/query+json; matched by parameter
+ * values, see offersForQuery). offersMode 'serverless' answers 400 and
+ * 'forbidden' 403/5301, as the service does; anything else on /offers is 400.
+ */
+async function answerOffers(ctx, buf, { truncate }) {
+  const { req } = ctx;
+  if (config.offersMode === 'serverless') return sendError(ctx, 400, { body: serverlessOfferBody(ctx.activityId) });
+  if (config.offersMode === 'forbidden') {
+    return sendError(ctx, 403, { substatus: 5301, body: forbiddenOfferBody(FORBIDDEN_ACCOUNT, FORBIDDEN_PRINCIPAL, ctx.activityId) });
+  }
+  const rid = req.url.split('?')[0].split('/').filter(Boolean)[1];
+  if (req.method === 'GET' && rid === undefined) return sendOfferFeed(ctx, await currentOffers(), { truncate });
+  if (req.method === 'GET') {
+    const offer = (await currentOffers()).find((o) => o.id === rid);
+    if (!offer) return sendError(ctx, 404, { message: `Offer ${rid} does not exist.` });
+    ctx.rec.ru = OFFER_READ_RU;
+    return send(ctx, 200, offer, {}, { truncate });
+  }
+  const isQuery = isTrue(req.headers['x-ms-documentdb-isquery']) && /query\+json/.test(req.headers['content-type'] || '');
+  if (req.method === 'POST' && rid === undefined && isQuery) {
+    let query;
+    try { query = JSON.parse(buf.toString('utf8')); } catch { query = null; }
+    if (!query || typeof query.query !== 'string') return sendError(ctx, 400, { message: 'The query body must be {"query": string, "parameters": [...]}.' });
+    return sendOfferFeed(ctx, offersForQuery(await currentOffers(), query), { truncate });
+  }
+  return sendError(ctx, 400, { message: 'fault proxy: offers can only be read here (GET /offers, GET /offers/{rid}, POST /offers as a query); set the offers option instead.' });
+}
+
+// ---------------------------------------------------------------------------
 // Answering
 // ---------------------------------------------------------------------------
 
@@ -381,8 +455,10 @@ const isTrue = (v) => /^true$/i.test(String(v ?? '').trim());
 function classify(method, path, headers) {
   let segs;
   try { segs = path.split('/').filter(Boolean).map(decodeURIComponent); } catch { segs = []; }
-  const out = { kind: 'other', db: null, coll: null };
+  const out = { kind: 'other', db: null, coll: null, dbRead: false };
+  if (segs[0] === 'offers' && segs.length <= 2) out.kind = 'offers';
   if (segs[0] === 'dbs' && segs.length >= 2) out.db = segs[1];
+  out.dbRead = out.db !== null && segs.length === 2 && method === 'GET';
   if (out.db !== null && segs[2] === 'colls' && segs.length >= 4) out.coll = segs[3];
   if (out.coll !== null) {
     if (segs.length === 4 && method === 'GET') out.kind = 'container';
@@ -445,7 +521,7 @@ async function handle(req, res) {
   const t0 = performance.now();
   const path = req.url.split('?')[0];
   const info = classify(req.method, path, req.headers);
-  const rec = { seq: ++reqSeq, at: Date.now() - started, method: req.method, path, kind: info.kind, ops: 0, status: 0, ru: 0 };
+  const rec = { seq: ++reqSeq, at: Date.now(), method: req.method, path, kind: info.kind, agent: req.headers['user-agent'] ?? '', ops: 0, status: 0, ru: 0 };
   const ctx = { req, res, rec, info, activityId: req.headers['x-ms-activity-id'] || randomUUID(), opResults: null };
   if (req.headers['x-ms-documentdb-partitionkeyrangeid'] !== undefined) rec.pkrangeId = String(req.headers['x-ms-documentdb-partitionkeyrangeid']);
   if (req.headers['x-ms-documentdb-partitionkey'] !== undefined) rec.partitionKey = String(req.headers['x-ms-documentdb-partitionkey']);
@@ -523,8 +599,9 @@ async function pipeline(ctx, { auth, cs, fault }) {
   const truncate = Boolean(fault?.truncate);
   if (truncate) { rec.injected = 'truncate'; rec.reason = fault.source; }
 
-  // 4. the request itself
+  // 4. the request itself (offers are the proxy's: the emulator has none)
   if (write) await handleBatch(ctx, body, { truncate, faultN: fault?.n });
+  else if (info.kind === 'offers') await answerOffers(ctx, body.buf, { truncate });
   else await passThrough(ctx, body.buf, { truncate });
 }
 
@@ -546,7 +623,8 @@ async function passThrough(ctx, buf, { truncate }) {
   rec.ru = Number(up.headers['x-ms-request-charge']) || 0;
   let parsed;
   const ranges = info.kind === 'pkranges' && up.status === 200 && routingActive() ? rangeStateFor(`${info.db}/${info.coll}`) : null;
-  if (up.status >= 400 || (info.kind === 'pkranges' && (config.realPkRanges || ranges))) {
+  const selfShaped = up.status === 200 && (info.kind === 'container' || info.dbRead);
+  if (up.status >= 400 || selfShaped || (info.kind === 'pkranges' && (config.realPkRanges || ranges))) {
     try { parsed = JSON.parse(out.toString('utf8')); } catch { parsed = undefined; }
   }
   if (ranges && parsed && Array.isArray(parsed.PartitionKeyRanges)) {
@@ -557,7 +635,10 @@ async function passThrough(ctx, buf, { truncate }) {
       parsed = null;
     }
   }
-  if (info.kind === 'pkranges' && config.realPkRanges && parsed && Array.isArray(parsed.PartitionKeyRanges)) {
+  if (selfShaped && parsed && typeof parsed._self === 'string') {
+    parsed._self = serviceSelf(parsed._self);
+    out = Buffer.from(JSON.stringify(parsed));
+  } else if (info.kind === 'pkranges' && config.realPkRanges && parsed && Array.isArray(parsed.PartitionKeyRanges)) {
     for (const r of parsed.PartitionKeyRanges) {
       r.id = String(r.id);
       r.status ??= 'online';
@@ -569,6 +650,24 @@ async function passThrough(ctx, buf, { truncate }) {
     out = Buffer.from(JSON.stringify(errorBody(up.status, { message: parsed.message || undefined, activityId: ctx.activityId })));
   }
   send(ctx, up.status, out, headers, { truncate });
+}
+
+/** The emulator's _self ('/dbs/X/colls/Y') in the service's shape ('dbs/X/colls/Y/'), which clients parse for rids. */
+const serviceSelf = (self) => `${self.replace(/^\/+|\/+$/g, '')}/`;
+
+/**
+ * The 1 s RU window a container's writes count against: its dedicated offer,
+ * else its database's shared offer (one window for all its containers), else
+ * ruPerSecond per container; null when unlimited. name: the offer key or the
+ * container ('db/coll' | 'db'), key: the budgets map key.
+ */
+function windowFor(db, coll) {
+  const own = config.offers[`${db}/${coll}`];
+  if (own) return { name: `${db}/${coll}`, key: `offer:${db}/${coll}`, limit: offerLimit(own), reason: 'offer' };
+  const shared = config.offers[db];
+  if (shared) return { name: db, key: `offer:${db}`, limit: offerLimit(shared), reason: 'offer' };
+  if (config.ruPerSecond > 0) return { name: `${db}/${coll}`, key: `ruPerSecond:${db}/${coll}`, limit: config.ruPerSecond, reason: 'ruPerSecond' };
+  return null;
 }
 
 /** A whole-request failure of a batch/bulk request (no per-op array). */
@@ -615,19 +714,21 @@ async function handleBatch(ctx, body, { truncate, faultN }) {
     }
   }
 
-  // RU budget per container and 1 s window (reserved by estimate, settled by the real charge)
+  // RU budget per offer (or container) and 1 s window (reserved by estimate, settled by the real charge)
   let budget = null;
   let estimate = 0;
-  if (config.ruPerSecond > 0) {
+  const win = windowFor(info.db, info.coll);
+  if (win) {
+    rec.window = win.name;
     for (let i = 0; i < ops.length; i++) if (!results[i]) estimate += ruForOp(ops[i]);
     const now = Date.now();
     const w = Math.floor(now / 1000);
-    budget = budgets.get(ckey) ?? { window: w, used: 0 };
-    budgets.set(ckey, budget);
+    budget = budgets.get(win.key) ?? { window: w, used: 0 };
+    budgets.set(win.key, budget);
     if (budget.window !== w) { budget.window = w; budget.used = 0; }
-    if (budget.used > 0 && budget.used + estimate > config.ruPerSecond) {
+    if (budget.used > 0 && budget.used + estimate > win.limit) {
       rec.injected = '429';
-      rec.reason = 'ruPerSecond';
+      rec.reason = win.reason;
       rec.ops = ops.length;
       sendError(ctx, 429, { substatus: 3200, retryAfterMs: Math.max(1, (w + 1) * 1000 - now) });
       return;

@@ -55,7 +55,7 @@ process.once('exit', () => {
  *
  * FaultProxy: {endpoint 'https://127.0.0.1:PORT/', port, pid, caFile, logFile,
  *   set(options) -> effective options   (merged; see OPTIONS below)
- *   clear()          all faults off (rates, budget, failNext queue, container statuses)
+ *   clear()          all faults off (rates, budget, offers, offersMode, failNext queue, container statuses)
  *   failNext(n, {status=503, substatus, retryAfterMs, message, body, kinds} |
  *            {fault:'reset'|'truncate'|'stall', stallMs, kinds})
  *                    the next n batch/bulk requests (kinds: ['batch'] or ['bulk'] only)
@@ -65,7 +65,11 @@ process.once('exit', () => {
  *   setKey(key|null)          master key to check signatures against
  *   down() / up()    close the listener (ECONNREFUSED) and reset open connections / listen again
  *   ledger()         exact totals (see LEDGER below)
- *   requests({since, kind, limit}) -> [{seq, at, method, path, kind, ops, status, ru,
+ *   requests({since, kind, limit}) -> [{seq, at (Date.now() on arrival, ms), method, path,
+ *                    kind ('batch'|'bulk'|'container'|'pkranges'|'offers'|'other'), agent (the
+ *                    User-Agent header, '' if none: the sink sends 'cosmos_sink/<version>'), ops,
+ *                    status, ru, window? (the RU window a batch/bulk request counted against: the
+ *                    offer key 'db' | 'db/coll', or 'db/coll' under ruPerSecond),
  *                    injected?, reason?, durationMs, acknowledged, pkrangeId?, partitionKey?,
  *                    opStatus?, stalledMs?, authFailure?, failedOp?, rolledBack?, error?,
  *                    routingFailure?, routing?, pkRangesGen?}]
@@ -81,12 +85,34 @@ process.once('exit', () => {
  *   seed=1            faults are drawn from rngFor(seed, n) for the n-th eligible request
  *                     (arrival order); setting seed restarts n at 0, so a run replays
  *   faultKinds=['batch','bulk']  request kinds random faults apply to (also 'container',
- *                     'pkranges', 'other')
+ *                     'pkranges', 'offers', 'other')
  *   throttleRate=0    fraction answered 429, x-ms-substatus 3200, x-ms-retry-after-ms retryAfterMs
  *   retryAfterMs=50
  *   ruPerSecond=0     RU budget per container (= per pkrange: the emulator has one) and 1 s
  *                     wall-clock window: a write that would exceed it (unless it is the first
  *                     of its window) gets 429/3200 with x-ms-retry-after-ms = time to the next window
+ *   offers={}         provisioned throughput: {'db/coll': spec} (a container's dedicated offer) or
+ *                     {'db': spec} (a database's shared offer), spec {throughput: N} (manual RU/s) or
+ *                     {autoscaleMax: N} (autoscale). Offer reads are answered by the proxy (never
+ *                     forwarded; kind 'offers', 2.5 RU): GET /offers (feed), GET /offers/{offerRid},
+ *                     POST /offers as a query (x-ms-documentdb-isquery: True, application/query+json)
+ *                     -> {_rid:'', Offers:[...], _count} + x-ms-item-count. The proxy does not parse
+ *                     the SQL: a query selects the offers whose offerResourceId equals one of its string
+ *                     parameter values (the SDK's container.readOffer(), a literal, finds none).
+ *                     Offers are listed only for resources that exist; ids/rids come from the
+ *                     emulator: offerResourceId = the container's (database's) _rid, resource =
+ *                     'dbs/<dbRid>/colls/<collRid>/' ('dbs/<dbRid>/'), offer id = 4 characters derived
+ *                     from that rid; GET container/database answers carry _self in that shape too.
+ *                     Autoscale: offerThroughput = autoscaleMax/10 rounded up to 100, plus
+ *                     offerAutopilotSettings {maxThroughput, tier:0, maximumTierThroughput:0, autoUpgrade:false}.
+ *                     RU windows follow the offers (batch/bulk, 1 s, mechanics of ruPerSecond): a
+ *                     container's dedicated offer is its own window with limit throughput (or
+ *                     autoscaleMax); the containers of a database with a shared offer and no dedicated
+ *                     one share ONE window; a container without either falls back to ruPerSecond.
+ *                     A 429 of an offer window has reason 'offer'.
+ *   offersMode='normal'  'serverless': every offer read answers 400 BadRequest "Reading or replacing
+ *                     offers is not supported for serverless accounts."; 'forbidden' (an Entra ID
+ *                     principal without readMetadata): 403, x-ms-substatus 5301, "Request blocked by Auth ..."
  *   errorRate={}      {status: fraction}, e.g. {503: .05, 408: .02, 449: .02, 410: .01};
  *                     410 carries substatus 1002, 429 3200
  *   stallRate=0, stallMs=5000   hold the request stallMs, then forward it (even if the
