@@ -107,8 +107,9 @@ OfferForbidden(SinkRoute *route, HttpRequest *http)
 	char	   *problem = CosmosRequestProblem(http);
 
 	OfferSetNone(route, psprintf("the credentials may not read offers (%s)", problem));
-	StatusSetWarning("cosmos_sink.max_ru_per_second = 'auto' cannot read the provisioned throughput of %s/%s: %s; "
-					 "no client-side RU budget (429s still slow the sink down). Use the account key, or set a number of RU/s",
+	StatusSetWarning("cosmos_sink.max_ru_per_second = 'auto' cannot read the provisioned throughput of %s/%s, "
+					 "so there is no client-side RU budget (429s still slow the sink down): use the account key, "
+					 "or set max_ru_per_second to a number of RU/s. Cosmos DB said: %s",
 					 route->cosmos_database, route->container, problem);
 	WarningShown = true;
 	ereport(LOG,
