@@ -28,6 +28,12 @@ CREATE FUNCTION find_range(text, text) RETURNS text
     AS '$libdir/cosmos_sink', 'cosmos_test_find_range' LANGUAGE C STRICT;
 CREATE FUNCTION error_message(text) RETURNS text
     AS '$libdir/cosmos_sink', 'cosmos_test_error_message' LANGUAGE C STRICT;
+CREATE FUNCTION parse_resource_ids(text) RETURNS text
+    AS '$libdir/cosmos_sink', 'cosmos_test_parse_resource_ids' LANGUAGE C STRICT;
+CREATE FUNCTION parse_offers(text, text, text) RETURNS text
+    AS '$libdir/cosmos_sink', 'cosmos_test_parse_offers' LANGUAGE C STRICT;
+CREATE FUNCTION offer_query(text, text) RETURNS text
+    AS '$libdir/cosmos_sink', 'cosmos_test_offer_query' LANGUAGE C STRICT;
 CREATE FUNCTION error_message_bytes(bytea) RETURNS text
     AS '$libdir/cosmos_sink', 'cosmos_test_error_message' LANGUAGE C STRICT;
 
@@ -311,6 +317,40 @@ SELECT parse_batch(repeat('[', 20000), 1) AS deep_array;
 SELECT parse_pkranges('{"PartitionKeyRanges":' || repeat('{"a":', 20000)) AS deep_object;
 SELECT left(error_message(repeat('[', 20000)), 40) AS deep_error_body;
 SELECT parse_batch('[{"statusCode":200,"resourceBody":{"s":"' || repeat('[', 20000) || '"}}]', 1) AS brackets_in_strings_are_fine;
+-- many objects side by side are not deep (a container split into 300 ranges)
+SELECT split_part(parse_pkranges('{"PartitionKeyRanges":[' || string_agg(format('{"id":"%s","minInclusive":"%s","maxExclusive":"%s"}',
+         g, CASE WHEN g = 0 THEN '' ELSE lpad(to_hex(g), 4, '0') END, CASE WHEN g = 299 THEN 'FF' ELSE lpad(to_hex(g + 1), 4, '0') END), ',') || ']}'), E'\n', 300) AS the_300th_range
+  FROM generate_series(0, 299) g;
+
+-- offers (provisioned throughput, max_ru_per_second = 'auto'): the container's
+-- resource ids, the query, and its answer as the service gives it
+SET search_path = cosmos_test_protocol;
+SELECT parse_resource_ids('{"id":"orders","_rid":"yEcCAPX6aAw=","_self":"dbs/yEcCAA==/colls/yEcCAPX6aAw=/","partitionKey":{"paths":["/k"]}}');
+SELECT parse_resource_ids('{"id":"orders","_rid":"yEcCAPX6aAw="}') AS no_self;
+SELECT parse_resource_ids('{"_rid":"a\"b","_self":"dbs/x/colls/y/"}') AS rid_not_an_id;
+SELECT parse_resource_ids('{"_rid":"yEcCAPX6aAw=","_self":"dbs/../colls/y/"}') AS db_not_an_id;
+SELECT parse_resource_ids('{"_rid":"yEcCAPX6aAw=","_self":"colls/y/"}') AS self_misshapen;
+SELECT parse_resource_ids('{"x":{"_rid":"nested","_self":"dbs/a/colls/b/"}}') AS nested_ids_ignored;
+SELECT offer_query('yEcCAPX6aAw=', 'yEcCAA==');
+SELECT offer_query('a"b', 'c\d') AS escaped;
+-- manual, autoscale (its maximum counts), the container's own offer before its database's
+SELECT parse_offers('{"_rid":"","Offers":[{"offerVersion":"V2","content":{"offerThroughput":500},"resource":"dbs/yEcCAA==/colls/yEcCAPX6aAw=/","offerResourceId":"yEcCAPX6aAw=","id":"Hu+t"}],"_count":1}', 'yEcCAPX6aAw=', 'yEcCAA==');
+SELECT parse_offers('{"Offers":[{"content":{"offerThroughput":400,"offerAutopilotSettings":{"tier":0,"maxThroughput":4000,"autoUpgrade":false}},"offerResourceId":"C"}]}', 'C', 'D');
+SELECT parse_offers('{"Offers":[{"offerResourceId":"D","content":{"offerThroughput":2000}},{"offerResourceId":"C","content":{"offerThroughput":700}}]}', 'C', 'D') AS own_wins;
+SELECT parse_offers('{"Offers":[{"offerResourceId":"D","content":{"offerThroughput":2000}}]}', 'C', 'D') AS shared;
+SELECT parse_offers('{"Offers":[],"_count":0}', 'C', 'D') AS serverless_or_none;
+SELECT parse_offers('{"Offers":[{"offerResourceId":"E","content":{"offerThroughput":9}}]}', 'C', 'D') AS another_resource;
+-- hostile answers: refused with a reason, never a budget
+SELECT parse_offers('{"Offers":[{"offerResourceId":"C","content":{"offerThroughput":-5}}]}', 'C', 'D') AS negative;
+SELECT parse_offers('{"Offers":[{"offerResourceId":"C","content":{"offerThroughput":"lots"}}]}', 'C', 'D') AS string_figure;
+SELECT parse_offers('{"Offers":[{"offerResourceId":"C","content":{"offerThroughput":1e300}}]}', 'C', 'D') AS absurd;
+SELECT parse_offers('{"Offers":{"offerResourceId":"C"}}', 'C', 'D') AS not_a_list;
+SELECT parse_offers('{"Offers":[{"offerResourceId":7}]}', 'C', 'D') AS id_not_a_string;
+SELECT parse_offers('[]', 'C', 'D') AS not_an_object;
+SELECT parse_offers('{"offers":[]}', 'C', 'D') AS no_list;
+SELECT parse_offers('{"Offers":[{"offerResourceId":"C","content":{"x":{"offerThroughput":5}}}]}', 'C', 'D') AS nested_figure_ignored;
+SELECT parse_offers('{"Offers":[' || repeat('{"offerResourceId":"E"},', 999) || '{"offerResourceId":"C","content":{"offerThroughput":400}}]}', 'C', 'D') AS a_thousand;
+SELECT parse_offers('{"Offers":[' || repeat('{"offerResourceId":"E"},', 1000) || '{}]}', 'C', 'D') AS too_many;
 
 RESET search_path;
 DROP SCHEMA cosmos_test_protocol CASCADE;

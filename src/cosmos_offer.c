@@ -10,7 +10,9 @@
 #include <ctype.h>
 
 #include "common/jsonapi.h"
+#include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "utils/builtins.h"
 #include "utils/json.h"
 
 #include "cosmos.h"
@@ -392,4 +394,57 @@ CosmosParseOffers(const char *body, size_t len, const char *coll_rid, const char
 	if (for_db != NULL)
 		(void) OfferFromItem(for_db, COSMOS_OFFER_DATABASE, offer);
 	return true;
+}
+
+/* ---------------------------------------------------------------------------
+ * SQL wrappers for the regression tests (sql/cosmos_protocol.sql)
+ * ------------------------------------------------------------------------- */
+
+PG_FUNCTION_INFO_V1(cosmos_test_parse_resource_ids);
+
+/* parse_resource_ids(text) -> "coll=<rid> db=<rid>", or "error: ..." */
+Datum
+cosmos_test_parse_resource_ids(PG_FUNCTION_ARGS)
+{
+	text	   *body = PG_GETARG_TEXT_PP(0);
+	char	   *coll_rid;
+	char	   *db_rid;
+	char	   *problem;
+
+	if (!CosmosParseResourceIds(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body), &coll_rid, &db_rid,
+								&problem))
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf("error: %s", problem)));
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("coll=%s db=%s", coll_rid, db_rid)));
+}
+
+PG_FUNCTION_INFO_V1(cosmos_test_parse_offers);
+
+/* parse_offers(body, coll_rid, db_rid) -> "container 400 RU/s (manual) of <rid>", "none", or "error: ..." */
+Datum
+cosmos_test_parse_offers(PG_FUNCTION_ARGS)
+{
+	text	   *body = PG_GETARG_TEXT_PP(0);
+	CosmosOffer offer;
+	char	   *problem;
+
+	if (!CosmosParseOffers(VARDATA_ANY(body), VARSIZE_ANY_EXHDR(body),
+						   text_to_cstring(PG_GETARG_TEXT_PP(1)), text_to_cstring(PG_GETARG_TEXT_PP(2)),
+						   &offer, &problem))
+		PG_RETURN_TEXT_P(cstring_to_text(psprintf("error: %s", problem)));
+	if (offer.level == COSMOS_OFFER_NONE)
+		PG_RETURN_TEXT_P(cstring_to_text("none"));
+	PG_RETURN_TEXT_P(cstring_to_text(psprintf("%s %.0f RU/s (%s) of %s",
+											  offer.level == COSMOS_OFFER_CONTAINER ? "container" : "database",
+											  offer.throughput, offer.autoscale ? "autoscale maximum" : "manual",
+											  offer.resource_id)));
+}
+
+PG_FUNCTION_INFO_V1(cosmos_test_offer_query);
+
+/* offer_query(coll_rid, db_rid) -> the body of the offers query */
+Datum
+cosmos_test_offer_query(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(CosmosOfferQueryBody(text_to_cstring(PG_GETARG_TEXT_PP(0)),
+														  text_to_cstring(PG_GETARG_TEXT_PP(1)))));
 }

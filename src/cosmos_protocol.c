@@ -113,7 +113,10 @@ NestingDepth(const char *body, size_t len)
 		else if (c == '"')
 			in_string = true;
 		else if (c == '[' || c == '{')
-			deepest = Max(deepest, ++depth);
+		{
+			depth++;			/* not inside Max(): the macro evaluates twice */
+			deepest = Max(deepest, depth);
+		}
 		else if (c == ']' || c == '}')
 			depth--;
 	}
