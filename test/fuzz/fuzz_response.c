@@ -3,7 +3,8 @@
  *		libFuzzer target for the Cosmos DB response parsers of
  *		src/cosmos_protocol.c: every input is fed, as a response body, to
  *		CosmosParseBatchResponse (several nops), CosmosParseContainer,
- *		CosmosParsePkRanges (+ CosmosFindPkRange), CosmosErrorMessage and, as
+ *		CosmosParsePkRanges (+ CosmosFindPkRange), CosmosParseOffers,
+ *		CosmosParseResourceIds, CosmosErrorMessage and, as
  *		a partition key, to CosmosAppendPartitionKeyHeader; once with a UTF8
  *		database and once with a LATIN1 one.
  *
@@ -224,6 +225,34 @@ FuzzPkRanges(const uint8_t *data, size_t size)
 	CheckFind(ranges, n, epk, -1);
 }
 
+/* Offers answer and container ids: a budget only from a sane figure of our own resources */
+static void
+FuzzOffers(const uint8_t *data, size_t size)
+{
+	CosmosOffer offer;
+	char	   *coll_rid = NULL;
+	char	   *db_rid = NULL;
+	char	   *errmsg = NULL;
+
+	current_what = "CosmosParseOffers";
+	if (!CosmosParseOffers((const char *) data, size, "C", "D", &offer, &errmsg))
+		CheckErrmsg(errmsg);
+	else if (offer.level != COSMOS_OFFER_NONE &&
+			 (!(offer.throughput > 0 && offer.throughput <= 1e9) ||
+			  strcmp(offer.resource_id, offer.level == COSMOS_OFFER_CONTAINER ? "C" : "D") != 0))
+		shim_fail("offer accepted: level %d, %g RU/s, resource \"%s\"", (int) offer.level,
+				  offer.throughput, offer.resource_id);
+
+	current_what = "CosmosParseResourceIds";
+	errmsg = NULL;
+	if (!CosmosParseResourceIds((const char *) data, size, &coll_rid, &db_rid, &errmsg))
+		CheckErrmsg(errmsg);
+	else if (coll_rid == NULL || db_rid == NULL || *coll_rid == '\0' || *db_rid == '\0' ||
+			 strpbrk(coll_rid, "/\"\\ ") != NULL || strpbrk(db_rid, "/\"\\ ") != NULL)
+		shim_fail("resource ids accepted: \"%s\", \"%s\"", coll_rid ? coll_rid : "(null)",
+				  db_rid ? db_rid : "(null)");
+}
+
 static void
 FuzzErrorMessage(const uint8_t *data, size_t size)
 {
@@ -303,6 +332,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FuzzBatch(data, size);
 		FuzzContainer(data, size);
 		FuzzPkRanges(data, size);
+		FuzzOffers(data, size);
 		FuzzErrorMessage(data, size);
 		FuzzPkHeader(data, size);
 		shim_reset();
