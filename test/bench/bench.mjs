@@ -15,6 +15,7 @@
 //  (d) the DIY peer (pg_recvlogical + wal2json -> @azure/cosmos bulk, diy-peer.mjs) into both;
 //  (e) commit->ack latency p50/p99 at 5k changes/s offered by the Flink-style JDBC client;
 //  (f) the fault proxy's RU budget mode: share of the budget used, share of requests throttled;
+//      and max_ru_per_second = 'auto' under an offer while a second client spends the rest;
 //  (g) the worker's peak RSS during a 1M-row transaction;
 //  (h) a Flink-style replay of unchanged rows through the RU-charging fault proxy with
 //      cosmos_sink.skip_unchanged on and off, and what comparing old and new rows costs
@@ -83,6 +84,8 @@ const COMPARE_ROUNDS = 15; // (h) peeks with skip_unchanged on and off, alternat
 const RATE = 5000; // (e) offered changes/s
 const RU_BUDGET = 40000; // (f) RU/s per container at the fault proxy (~4k ops/s of ~1 KB: well within the emulator's reach)
 const RU_CLIENT = 38000; // (f) cosmos_sink.max_ru_per_second, slightly below the budget
+const RU_OFFER = 20000; // (f) 'auto': the container's provisioned RU/s at the fault proxy
+const RU_SHARE = 0.5; // (f) 'auto': cosmos_sink.ru_share; a second client spends the rest
 const PAYLOAD_1K = 870; // payload characters giving ~1 KB documents
 const PAYLOAD_SMALL = 60; // ~200 B documents
 const DIY_CONCURRENCY = 16;
@@ -839,6 +842,66 @@ async function runRuBudget(emu) {
   }
 }
 
+// (f) 'auto': the budget follows the container's offer while a second client
+// spends the rest of its RU/s; the sink's share used and its 429s, from the
+// proxy's records of the sink's own requests (steady state: a second off each end)
+async function runRuAuto(emu) {
+  const { startFaultProxy } = await import(path.join(here, '..', 'lib', 'fault-proxy.mjs'));
+  const { startRuConsumer } = await import(path.join(here, '..', 'lib', 'ru-consumer.mjs'));
+  const table = 'ru_auto';
+  const proxy = await startFaultProxy({ emulator: emu, offers: { [`bench/${table}`]: { throughput: RU_OFFER } } });
+  cleanup.add(() => proxy.stop());
+  const pg = await startBenchPg(proxy.endpoint, {
+    'cosmos_sink.max_ru_per_second': 'auto', 'cosmos_sink.ru_share': RU_SHARE, 'cosmos_sink.ca_file': proxy.caFile,
+  });
+  let consumer;
+  try {
+    const share = RU_OFFER * RU_SHARE;
+    const txns = Math.max(4, Math.round((share / 10) * SIZES.ruSeconds / 500));
+    await pg.query(ORDERS_DDL(table));
+    await createContainer(emu.endpoint, emu.caFile, 'bench', table, ['/customer_id']);
+    await pg.query(`SELECT cosmos_sink.add_route('${table}', 'bench', '${table}', '{customer_id}')`);
+    await pg.query('CALL bench_prefill($1, $2, $3, $4, $5)', [table, 1, 10, 100000, PAYLOAD_1K]);
+    await waitConfirmed(pg, (await pg.query('SELECT pg_current_wal_lsn() AS l'))[0].l, now(), { timeoutMs: 300000 });
+    await pg.query('SELECT cosmos_sink.pause()');
+    await waitState(pg, 'paused');
+    await pg.query('CALL bench_load($1, $2, $3, $4, 500, 0)', [table, txns, 100000, PAYLOAD_1K]);
+    const [{ l1 }] = await pg.query('SELECT pg_current_wal_lsn() AS l1');
+    const [budget] = await pg.query(`SELECT provisioned_ru_per_second, ru_budget, ru_budget_source
+      FROM cosmos_sink.container_stats WHERE container = $1`, [table]);
+    consumer = await startRuConsumer({ endpoint: proxy.endpoint, key: EMULATOR_KEY, ca: proxy.caFile,
+      db: 'bench', coll: table, pkPath: 'customer_id', ruPerSecond: RU_OFFER - share });
+    await proxy.reset();
+    log(`(f) 'auto': offer ${RU_OFFER} RU/s, ru_share ${RU_SHARE}, a second client at ${RU_OFFER - share} RU/s: ${txns} transactions`);
+    const t0 = now();
+    const wall0 = Date.now();
+    await pg.query('SELECT cosmos_sink.resume()');
+    const done = await waitConfirmed(pg, l1, t0, { timeoutMs: (SIZES.ruSeconds * 6 + 120) * 1000 });
+    const other = await consumer.stop();
+    consumer = null;
+    const mine = (await proxy.requests()).filter((r) => /^cosmos_sink\//.test(r.agent ?? '')
+      && (r.kind === 'batch' || r.kind === 'bulk') && r.at >= wall0);
+    const acked = mine.filter((r) => r.status === 200 || r.status === 207);
+    const first = Math.min(...acked.map((r) => r.at)) + 1000;
+    const last = Math.max(...acked.map((r) => r.at)) - 1000;
+    const ru = acked.filter((r) => r.at >= first && r.at < last).reduce((s, r) => s + r.ru, 0);
+    const res = {
+      offer: RU_OFFER, share: RU_SHARE, budget: budget?.ru_budget ?? null, source: budget?.ru_budget_source ?? null,
+      changes: txns * 500, seconds: done.seconds, ruPerSecond: ru / ((last - first) / 1000),
+      writeRequests: mine.length, throttled: mine.filter((r) => r.status === 429).length,
+      other: { ruPerSecond: other.ru / done.seconds, requests: other.requests, throttled: other.throttled },
+    };
+    res.used = res.ruPerSecond / share;
+    res.throttledShare = res.writeRequests ? res.throttled / res.writeRequests : 0;
+    log(`  ${fmtNum(res.ruPerSecond)} RU/s = ${(res.used * 100).toFixed(1)}% of the share; ${res.throttled}/${res.writeRequests} requests throttled; the other client ${fmtNum(res.other.ruPerSecond)} RU/s, ${res.other.throttled}/${res.other.requests} throttled`);
+    return res;
+  } finally {
+    await consumer?.stop();
+    await pg.cleanup();
+    await proxy.stop();
+  }
+}
+
 // ---------------------------------------------------------------------------
 // (h) replay of unchanged rows: RU with skip_unchanged on and off, cost of the comparison
 // ---------------------------------------------------------------------------
@@ -1123,6 +1186,7 @@ async function main() {
       }
     }
     if (ONLY.has('f')) R.ru = await runRuBudget(emu);
+    if (ONLY.has('f')) R.ruAuto = await runRuAuto(emu);
     if (ONLY.has('h')) R.replay = await runReplay(emu);
     await emu.stop();
   }

@@ -207,6 +207,16 @@ export function report(R, { png }) {
     L.push(`| ${f(u.ruPerSecond)} | **${pct(u.used, 1)}** | ${f(u.writeRequests)} | ${f(u.throttled)} | **${pct(u.throttledShare, 2)}** | ${u.seconds.toFixed(1)} | ${f(u.workerRu)} |`, '');
   }
 
+  if (R.ruAuto) {
+    const a = R.ruAuto;
+    L.push(`**max_ru_per_second = 'auto'.** The proxy gives the container an offer of ${f(a.offer)} RU/s (1 s windows shared by every client); `
+      + `cosmos_sink.ru_share = ${a.share}, so the budget in force is ${f(a.budget)} RU/s (${a.source}). A second client writes into the same container `
+      + `at the rest, ${f(a.offer * (1 - a.share))} RU/s, while a backlog of ${f(a.changes)} changes (~1 KB rows) drains. `
+      + 'The sink\'s RU/s are counted from the proxy\'s records of its own requests, a second off each end.', '');
+    L.push('| sink RU/s | share used | sink write requests | throttled (429) | share throttled | other client RU/s | other client throttled | seconds |', '|---|---|---|---|---|---|---|---|');
+    L.push(`| ${f(a.ruPerSecond)} | **${pct(a.used, 1)}** | ${f(a.writeRequests)} | ${f(a.throttled)} | **${pct(a.throttledShare, 2)}** | ${f(a.other.ruPerSecond)} | ${f(a.other.throttled)} of ${f(a.other.requests)} | ${a.seconds.toFixed(1)} |`, '');
+  }
+
   // ---- replay of unchanged rows ----
   if (R.replay) {
     const r = R.replay;
