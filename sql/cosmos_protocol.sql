@@ -339,11 +339,12 @@ SELECT parse_offers('{"Offers":[{"content":{"offerThroughput":400,"offerAutopilo
 SELECT parse_offers('{"Offers":[{"offerResourceId":"D","content":{"offerThroughput":2000}},{"offerResourceId":"C","content":{"offerThroughput":700}}]}', 'C', 'D') AS own_wins;
 SELECT parse_offers('{"Offers":[{"offerResourceId":"D","content":{"offerThroughput":2000}}]}', 'C', 'D') AS shared;
 SELECT parse_offers('{"Offers":[],"_count":0}', 'C', 'D') AS serverless_or_none;
-SELECT parse_offers('{"Offers":[{"offerResourceId":"E","content":{"offerThroughput":9}}]}', 'C', 'D') AS another_resource;
+SELECT parse_offers('{"Offers":[{"offerResourceId":"E","content":{"offerThroughput":900}}]}', 'C', 'D') AS another_resource;
 -- hostile answers: refused with a reason, never a budget
 SELECT parse_offers('{"Offers":[{"offerResourceId":"C","content":{"offerThroughput":-5}}]}', 'C', 'D') AS negative;
 SELECT parse_offers('{"Offers":[{"offerResourceId":"C","content":{"offerThroughput":"lots"}}]}', 'C', 'D') AS string_figure;
 SELECT parse_offers('{"Offers":[{"offerResourceId":"C","content":{"offerThroughput":1e300}}]}', 'C', 'D') AS absurd;
+SELECT parse_offers('{"Offers":[{"offerResourceId":"C","content":{"offerThroughput":0.001}}]}', 'C', 'D') AS tiny_would_stall;
 SELECT parse_offers('{"Offers":{"offerResourceId":"C"}}', 'C', 'D') AS not_a_list;
 SELECT parse_offers('{"Offers":[{"offerResourceId":7}]}', 'C', 'D') AS id_not_a_string;
 SELECT parse_offers('[]', 'C', 'D') AS not_an_object;

@@ -64,7 +64,10 @@ typedef struct SinkRoute
 	CosmosOffer offer;			/* level NONE: no budget */
 	char	   *offer_problem;	/* why there is none: serverless, forbidden, unreadable */
 	uint32		offer_version;	/* counts changes of offer and offer_problem */
-	bool		offer_reading;	/* an offers query is in flight */
+	bool		offer_reading;	/* an offers query is in flight (not in requests_in_flight) */
+	bool		offer_chained;	/* ... read right after the container, before its ranges */
+	bool		offer_forbidden;	/* the credentials may not read offers */
+	int			offer_failed_status;	/* of the last failed read, logged once */
 	TimestampTz offer_due_at;	/* when to read it again */
 	TimestampTz offer_read_at;
 	int			storm_throttles;	/* 429s since storm_since */
@@ -139,6 +142,7 @@ typedef struct SinkRequest
 	int			nops;
 	Change	  **ops;
 	double		ru_reserved;	/* RU budget set aside when sent */
+	struct RuBucket *ru_bucket; /* where from (NULL: no budget); refunded there */
 } SinkRequest;
 
 extern void BatchInit(void);

@@ -150,16 +150,16 @@ RuWaitMs(SinkRoute *route)
 	return (long) ceil((want - bucket->tokens) * 1000.0 / rate) + 1;
 }
 
-/* Set a request's expected charge aside from the route's budget; returns it */
+/* Set a request's expected charge aside from the route's budget; returns it, and the bucket */
 double
-RuReserve(SinkRoute *route, int nops)
+RuReserve(SinkRoute *route, int nops, RuBucket **bucket)
 {
 	double		rate;
-	RuBucket   *bucket = RouteBucket(route, &rate);
 	double		reserved = nops * route->ru_per_op;
 
-	if (bucket != NULL)
-		bucket->tokens -= reserved;
+	*bucket = RouteBucket(route, &rate);
+	if (*bucket != NULL)
+		(*bucket)->tokens -= reserved;
 	return reserved;
 }
 
@@ -193,7 +193,9 @@ AccountCharge(SinkRoute *route, SinkRequest *sr, bool per_op)
 {
 	double		charge = Min(sr->http->request_charge, PlausibleCharge(sr));
 	double		rate;
-	RuBucket   *bucket = RouteBucket(route, &rate);
+	RuBucket   *bucket = sr->ru_bucket;	/* the one that paid, whatever the route's is now */
+
+	(void) RouteBucket(route, &rate);
 
 	/*
 	 * Debt is capped at one second of budget: a charge far above what was

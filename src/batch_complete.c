@@ -306,7 +306,8 @@ BatchComplete(HttpRequest *http)
 {
 	SinkRequest *sr = http->owner;
 
-	sr->route->requests_in_flight--;
+	if (sr->kind != SINK_REQUEST_OFFER)
+		sr->route->requests_in_flight--;
 	if (sr->kind == SINK_REQUEST_BATCH || sr->kind == SINK_REQUEST_BULK)
 		CompleteWrite(sr);
 	else if (sr->kind == SINK_REQUEST_OFFER)

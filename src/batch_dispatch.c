@@ -32,10 +32,11 @@ SubmitRequest(SinkRoute *route, SinkRequestKind kind, HttpRequest *http, Change 
 	sr->ops = ops;
 	sr->nops = nops;
 	/* set the expected charge aside now; the real one replaces it when known */
-	sr->ru_reserved = RuReserve(route, nops);
+	sr->ru_reserved = RuReserve(route, nops, &sr->ru_bucket);
 	http->owner = sr;
 	HttpSubmit(http);
-	route->requests_in_flight++;
+	if (kind != SINK_REQUEST_OFFER)
+		route->requests_in_flight++;	/* offer reads hold no write back (batch_offer.c) */
 }
 
 /* Read the container definition or its ranges when needed */
@@ -49,10 +50,10 @@ DispatchMetadata(SinkRoute *route, TimestampTz now)
 		route->container_status = CONTAINER_FETCHING;
 		SubmitRequest(route, SINK_REQUEST_CONTAINER, CosmosContainerRequest(route), NULL, 0);
 	}
-	else if (route->container_status == CONTAINER_NEED_OFFER)
+	else if (route->container_status == CONTAINER_NEED_OFFER && !route->offer_reading)
 	{
 		route->container_status = CONTAINER_FETCHING;
-		OfferRead(route);
+		OfferRead(route, true);
 	}
 	else if (route->container_status == CONTAINER_NEED_RANGES)
 	{

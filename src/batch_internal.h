@@ -40,7 +40,7 @@ extern void SubmitRequest(SinkRoute *route, SinkRequestKind kind, HttpRequest *h
 extern long BackoffMs(int failures);
 extern void RouteBackoff(SinkRoute *route, long ms, bool throttled);
 extern bool RuBudgetAllowsBatch(SinkRoute *route);
-extern double RuReserve(SinkRoute *route, int nops);
+extern double RuReserve(SinkRoute *route, int nops, struct RuBucket **bucket);
 extern int	DispatchLimit(SinkRoute *route, int free_requests);
 extern void AccountCharge(SinkRoute *route, SinkRequest *sr, bool per_op);
 extern void AdaptWindow(SinkRoute *route, bool throttled);
@@ -48,7 +48,7 @@ extern void AdaptWindow(SinkRoute *route, bool throttled);
 /* batch_offer.c */
 extern double OfferBudget(SinkRoute *route);
 extern bool OfferAfterContainer(SinkRoute *route, const char *body, size_t len);
-extern void OfferRead(SinkRoute *route);
+extern void OfferRead(SinkRoute *route, bool chained);
 extern void OfferSetNone(SinkRoute *route, const char *why);
 extern void OfferComplete(SinkRequest *sr);
 extern void OfferNoteThrottled(SinkRoute *route);

@@ -33,8 +33,8 @@
  */
 #define RU_WINDOW_HEADROOM	0.95
 
-/* Whether the warning about unreadable offers is showing */
-static bool WarningShown = false;
+/* Routes whose credentials may not read offers (the standing warning shows while any) */
+static int	ForbiddenRoutes = 0;
 
 /* RU/s the route may spend under 'auto' (0: no budget) */
 double
@@ -45,50 +45,19 @@ OfferBudget(SinkRoute *route)
 	return route->offer.throughput * CosmosSinkRuShare * RU_WINDOW_HEADROOM;
 }
 
-/*
- * A container was read: keep its resource ids and say whether its offer is
- * to be read next (under 'auto')
- */
-bool
-OfferAfterContainer(SinkRoute *route, const char *body, size_t len)
+/* Count the route in or out of those that may not read offers; the warning goes with the last */
+static void
+OfferSetForbidden(SinkRoute *route, bool forbidden)
 {
-	char	   *coll_rid;
-	char	   *db_rid;
-	char	   *problem;
-	MemoryContext old;
-
-	if (!CosmosSinkRuBudgetAuto)
-		return false;
-	old = MemoryContextSwitchTo(BatchContext);
-	if (!CosmosParseResourceIds(body, len, &coll_rid, &db_rid, &problem))
-	{
-		OfferSetNone(route, psprintf("the container's resource id is unreadable: %s", problem));
-		MemoryContextSwitchTo(old);
-		return false;
-	}
-	if (route->coll_rid)
-		pfree(route->coll_rid);
-	if (route->db_rid)
-		pfree(route->db_rid);
-	route->coll_rid = coll_rid;
-	route->db_rid = db_rid;
-	MemoryContextSwitchTo(old);
-	return true;
+	if (route->offer_forbidden == forbidden)
+		return;
+	route->offer_forbidden = forbidden;
+	ForbiddenRoutes += forbidden ? 1 : -1;
+	if (ForbiddenRoutes == 0)
+		StatusClearWarning();
 }
 
-/* Send the offers query of a route's container and database */
-void
-OfferRead(SinkRoute *route)
-{
-	MemoryContext old = MemoryContextSwitchTo(BatchContext);
-	char	   *body = CosmosOfferQueryBody(route->coll_rid, route->db_rid);
-
-	MemoryContextSwitchTo(old);
-	route->offer_reading = true;
-	SubmitRequest(route, SINK_REQUEST_OFFER, CosmosOfferRequest(body, strlen(body)), NULL, 0);
-}
-
-/* No budget for the route, and why (palloc'd in any context; copied) */
+/* No budget for the route, and why (copied) */
 void
 OfferSetNone(SinkRoute *route, const char *why)
 {
@@ -100,6 +69,65 @@ OfferSetNone(SinkRoute *route, const char *why)
 	route->offer_version++;
 }
 
+/*
+ * A container was read: keep its resource ids and say whether its offer is
+ * to be read next (under 'auto'). Unreadable ids mean no budget, and no new
+ * try before the next refresh.
+ */
+bool
+OfferAfterContainer(SinkRoute *route, const char *body, size_t len)
+{
+	MemoryContext parse;
+	MemoryContext old;
+	char	   *coll_rid;
+	char	   *db_rid;
+	char	   *problem;
+	bool		ok;
+
+	if (!CosmosSinkRuBudgetAuto)
+		return false;
+	/* what the parse leaves behind goes with its context */
+	parse = AllocSetContextCreate(CurrentMemoryContext, "cosmos_sink offer parse",
+								  ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(parse);
+	ok = CosmosParseResourceIds(body, len, &coll_rid, &db_rid, &problem);
+	MemoryContextSwitchTo(old);
+	if (ok)
+	{
+		if (route->coll_rid)
+			pfree(route->coll_rid);
+		if (route->db_rid)
+			pfree(route->db_rid);
+		route->coll_rid = MemoryContextStrdup(BatchContext, coll_rid);
+		route->db_rid = MemoryContextStrdup(BatchContext, db_rid);
+	}
+	else
+	{
+		OfferSetNone(route, psprintf("the container's resource id is unreadable: %s", problem));
+		route->offer_due_at = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), OFFER_REFRESH_MS);
+	}
+	MemoryContextDelete(parse);
+	return ok;
+}
+
+/*
+ * Send the offers query of a route's container and database. Not counted in
+ * the route's requests in flight: a slow offers answer never holds writes or
+ * a ranges re-read back. chained: read right after the container, before
+ * the ranges.
+ */
+void
+OfferRead(SinkRoute *route, bool chained)
+{
+	MemoryContext old = MemoryContextSwitchTo(BatchContext);
+	char	   *body = CosmosOfferQueryBody(route->coll_rid, route->db_rid);
+
+	MemoryContextSwitchTo(old);
+	route->offer_reading = true;
+	route->offer_chained = chained;
+	SubmitRequest(route, SINK_REQUEST_OFFER, CosmosOfferRequest(body, strlen(body)), NULL, 0);
+}
+
 /* The offers cannot be read with these credentials: no budget, a standing warning */
 static void
 OfferForbidden(SinkRoute *route, HttpRequest *http)
@@ -107,14 +135,30 @@ OfferForbidden(SinkRoute *route, HttpRequest *http)
 	char	   *problem = CosmosRequestProblem(http);
 
 	OfferSetNone(route, psprintf("the credentials may not read offers (%s)", problem));
+	OfferSetForbidden(route, true);
 	StatusSetWarning("cosmos_sink.max_ru_per_second = 'auto' cannot read the provisioned throughput of %s/%s, "
 					 "so there is no client-side RU budget (429s still slow the sink down): use the account key, "
 					 "or set max_ru_per_second to a number of RU/s. Cosmos DB said: %s",
 					 route->cosmos_database, route->container, problem);
-	WarningShown = true;
+}
+
+/* Whether an offers read may succeed if tried again soon, the budget read last staying */
+static bool
+OfferReadTransient(int status)
+{
+	return status == 0 || status == 401 || status == 408 || status == 429 || status >= 500;
+}
+
+/* Log a failed offers read once per kind of failure, not at every try */
+static void
+OfferLogFailure(SinkRoute *route, HttpRequest *http)
+{
+	if (route->offer_failed_status == http->status)
+		return;
+	route->offer_failed_status = http->status;
 	ereport(LOG,
-			(errmsg("cosmos_sink: cannot read the offer of %s/%s: %s",
-					route->cosmos_database, route->container, problem)));
+			(errmsg("cosmos_sink: could not read the offer of %s/%s: %s",
+					route->cosmos_database, route->container, CosmosRequestProblem(http))));
 }
 
 /* An offers query finished: the budget follows what it says */
@@ -130,8 +174,9 @@ OfferComplete(SinkRequest *sr)
 
 	route->offer_reading = false;
 	route->offer_read_at = now;
-	if (route->container_status == CONTAINER_FETCHING)
+	if (route->offer_chained && route->container_status == CONTAINER_FETCHING)
 		route->container_status = CONTAINER_NEED_RANGES;	/* the offer never holds writes back */
+	route->offer_chained = false;
 	if (http->status == 200 &&
 		CosmosParseOffers(http->response, http->response_len, route->coll_rid, route->db_rid,
 						  &offer, &problem))
@@ -142,28 +187,27 @@ OfferComplete(SinkRequest *sr)
 		route->offer_problem = offer.level == COSMOS_OFFER_NONE ?
 			MemoryContextStrdup(BatchContext, "no offer on the container or its database") : NULL;
 		route->offer_version++;
-		if (WarningShown)
-			StatusClearWarning();
-		WarningShown = false;
+		route->offer_failed_status = 0;
+		OfferSetForbidden(route, false);
+		route->offer_due_at = TimestampTzPlusMilliseconds(now, next_ms);
+		return;
 	}
-	else if (http->status == 200)
+	if (http->status != 403)
+		OfferSetForbidden(route, false);
+	if (http->status == 200)
 	{
 		OfferSetNone(route, psprintf("unreadable offers answer: %s", problem));
 		next_ms = OFFER_RETRY_MS;
 	}
 	else if (http->status == 400 && strstr(CosmosRequestProblem(http), "serverless") != NULL)
 		OfferSetNone(route, "serverless account: no provisioned throughput");
-	else if (http->status == 401 || http->status == 403)
+	else if (http->status == 403)
 		OfferForbidden(route, http);
+	else if (OfferReadTransient(http->status))
+		next_ms = OFFER_RETRY_MS;	/* the budget read last stays in force */
 	else
-	{
-		/* transient or unexpected: the budget read last stays in force */
-		next_ms = OFFER_RETRY_MS;
-		ereport(LOG,
-				(errmsg("cosmos_sink: could not read the offer of %s/%s: %s; trying again in %d s",
-						route->cosmos_database, route->container,
-						CosmosRequestProblem(http), OFFER_RETRY_MS / 1000)));
-	}
+		OfferSetNone(route, psprintf("offers cannot be read: %s", CosmosRequestProblem(http)));
+	OfferLogFailure(route, http);
 	route->offer_due_at = TimestampTzPlusMilliseconds(now, next_ms);
 }
 
@@ -264,18 +308,19 @@ OfferShow(SinkRoute *route)
 void
 OfferDispatch(SinkRoute *route, TimestampTz now)
 {
-	if (!CosmosSinkRuBudgetAuto && WarningShown)
+	if (!CosmosSinkRuBudgetAuto)
+		OfferSetForbidden(route, false);
+	else if (route->container_status == CONTAINER_READY && !route->offer_reading &&
+			 now >= route->offer_due_at)
 	{
-		StatusClearWarning();
-		WarningShown = false;
-	}
-	if (CosmosSinkRuBudgetAuto && route->container_status == CONTAINER_READY &&
-		!route->offer_reading && now >= route->offer_due_at)
-	{
-		if (route->coll_rid == NULL)
+		if (route->coll_rid != NULL)
+			OfferRead(route, false);
+		else if (route->requests_in_flight == 0)
+		{
+			/* 'auto' came after the container was read: read it again */
+			route->offer_due_at = TimestampTzPlusMilliseconds(now, OFFER_REFRESH_MS);
 			route->container_status = CONTAINER_UNKNOWN;
-		else
-			OfferRead(route);
+		}
 	}
 	OfferShow(route);
 }

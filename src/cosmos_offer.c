@@ -7,8 +7,6 @@
  */
 #include "postgres.h"
 
-#include <ctype.h>
-
 #include "common/jsonapi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -20,6 +18,7 @@
 
 #define RID_MAX_LEN		64		/* real ids are 8 (database) or 12 (container) characters */
 #define OFFERS_MAX		1000	/* offers read from one answer */
+#define OFFER_MIN_THROUGHPUT 100	/* RU/s: no real offer is smaller (manual ones start at 400) */
 
 /* Whether s is a plausible resource id: base64 as Cosmos DB writes it */
 static bool
@@ -30,7 +29,8 @@ ValidRid(const char *s)
 	if (len == 0 || len > RID_MAX_LEN)
 		return false;
 	for (; *s; s++)
-		if (!(isalnum((unsigned char) *s) || *s == '+' || *s == '=' || *s == '-' || *s == '_'))
+		if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+			  *s == '+' || *s == '=' || *s == '-' || *s == '_'))
 			return false;
 	return true;
 }
@@ -285,7 +285,10 @@ OfferFieldStart(void *state, char *fname, bool isnull)
 	return SEM_OK;
 }
 
-/* A throughput figure: a positive number below a sanity bound */
+/*
+ * A throughput figure: at least the service's smallest offer (a tiny figure
+ * would all but stop the sink) and below a sanity bound
+ */
 static void
 OfferStoreThroughput(OfferParse *st, const char *what, const char *token, JsonTokenType type,
 					 double *dst)
@@ -294,7 +297,7 @@ OfferStoreThroughput(OfferParse *st, const char *what, const char *token, JsonTo
 
 	if (type == JSON_TOKEN_NULL)
 		return;
-	if (!JsonTokenDouble(token, type, &v) || v <= 0 || v > 1e9)
+	if (!JsonTokenDouble(token, type, &v) || v < OFFER_MIN_THROUGHPUT || v > 1e9)
 		SetParseError(&st->error, "offers answer: %s \"%s\" is not a throughput in RU/s", what, token);
 	else
 		*dst = v;

@@ -202,8 +202,10 @@ SlotUsable(char **problem)
  * never deleted, leaving two live versions once it commits. This worker
  * runs write transactions between decoding rounds, so it must be counted
  * as an ordinary backend, as pg_logical_slot_get_changes() (which decodes
- * inside a transaction) is. Decoding itself holds no xid and no snapshot
- * xmin; the slot's catalog_xmin still guards the catalog rows it reads.
+ * inside a transaction) is. Being counted can only hold horizons back: while
+ * decoding replays a transaction, the xmin of its historic snapshot may be
+ * published and keep VACUUM from a few dead rows for that long. The slot's
+ * catalog_xmin still guards the catalog rows decoding reads.
  */
 static void
 DecoderCountInSnapshots(void)

@@ -13,6 +13,7 @@
 #include "access/htup_details.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -222,13 +223,16 @@ StatsRecordBudget(int32 route_id, Oid relid, double provisioned, double budget,
 				  const char *source)
 {
 	RouteStats *rs = SlotFor(route_id, relid);
+	/* cut at a whole character: a shortened name or message stays valid text */
+	int			len = pg_mbcliplen(source, strlen(source), STATS_SOURCE_LEN - 1);
 
 	if (rs == NULL)
 		return;
 	SpinLockAcquire(&rs->mutex);
 	rs->provisioned = provisioned;
 	rs->budget = budget;
-	strlcpy(rs->budget_source, source, sizeof(rs->budget_source));
+	memcpy(rs->budget_source, source, len);
+	rs->budget_source[len] = '\0';
 	SpinLockRelease(&rs->mutex);
 }
 

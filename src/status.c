@@ -8,6 +8,7 @@
 
 #include "access/htup_details.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/ipc.h"
@@ -91,6 +92,15 @@ StatusSetState(WorkerState state)
 	SpinLockRelease(&CosmosSinkState->mutex);
 }
 
+/* Cut a message its buffer cut short back to a whole character (a multibyte one may be split) */
+static void
+ClipToCharacter(char *buf)
+{
+	int			len = (int) strlen(buf);
+
+	buf[pg_mbcliplen(buf, len, len)] = '\0';
+}
+
 /* Record the last error (shown in the status view; also logged by the caller) */
 void
 StatusSetError(const char *fmt,...)
@@ -101,6 +111,7 @@ StatusSetError(const char *fmt,...)
 	va_start(args, fmt);
 	vsnprintf(buf, sizeof(buf), fmt, args);
 	va_end(args);
+	ClipToCharacter(buf);
 	SpinLockAcquire(&CosmosSinkState->mutex);
 	strlcpy(CosmosSinkState->last_error, buf, STATUS_ERROR_LEN);
 	CosmosSinkState->last_error_at = GetCurrentTimestamp();
@@ -121,28 +132,29 @@ StatusClearError(void)
 
 /*
  * A condition that does not stop forwarding but needs the DBA (a setting
- * that cannot take effect): shown in last_error, prefixed "warning: ", until
- * cleared, also after errors come and go
+ * that cannot take effect): shown in last_error, prefixed "warning: ",
+ * whenever no error is (an error is never overwritten by it), until cleared
  */
 void
 StatusSetWarning(const char *fmt,...)
 {
 	char		buf[STATUS_ERROR_LEN];
 	va_list		args;
-	bool		fresh;
 
 	strlcpy(buf, "warning: ", sizeof(buf));
 	va_start(args, fmt);
 	vsnprintf(buf + strlen(buf), sizeof(buf) - strlen(buf), fmt, args);
 	va_end(args);
+	ClipToCharacter(buf);
 	SpinLockAcquire(&CosmosSinkState->mutex);
-	fresh = strcmp(CosmosSinkState->warning, buf) != 0;
-	strlcpy(CosmosSinkState->warning, buf, STATUS_ERROR_LEN);
-	if (CosmosSinkState->last_error[0] == '\0' || fresh)
+	if (CosmosSinkState->last_error[0] == '\0' ||
+		strcmp(CosmosSinkState->last_error, CosmosSinkState->warning) == 0)
 	{
+		if (strcmp(CosmosSinkState->last_error, buf) != 0)
+			CosmosSinkState->last_error_at = GetCurrentTimestamp();
 		strlcpy(CosmosSinkState->last_error, buf, STATUS_ERROR_LEN);
-		CosmosSinkState->last_error_at = GetCurrentTimestamp();
 	}
+	strlcpy(CosmosSinkState->warning, buf, STATUS_ERROR_LEN);
 	SpinLockRelease(&CosmosSinkState->mutex);
 }
 
