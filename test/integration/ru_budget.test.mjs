@@ -132,6 +132,12 @@ test('a storm of 429s after the offer was lowered makes the sink read it again',
   assert.ok(r.ok, String(r));
 });
 
+test('a container and database without an offer: no budget, and it says so', async () => {
+  const b = await routeWithBudget('rb_none', /no offer on the container or its database/);
+  assert.deepEqual([b.provisioned, b.budget], [null, null]);
+  await sink.waitCaughtUp();
+});
+
 test('serverless: no offer, no budget, and it says so; forwarding goes on', async () => {
   await proxy.set({ offersMode: 'serverless' });
   try {
